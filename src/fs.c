@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Durability lives here. A file that other programs may read is made whole
+ * under a temporary name, fsync()ed, renamed into place and its directory
+ * fsync()ed: a reader sees the old file or the new one, never a half one,
+ * and once a function here returns 0 the change survives a crash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+
+int
+fs_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Reads until len bytes or end of file; returns the count or -errno. */
+ssize_t
+fs_read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = read(fd, p + got, len - got);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* Reads a whole small file, NUL-terminated; -EFBIG past max bytes. */
+int
+fs_read_file(int dirfd, const char *name, size_t max, char **out, size_t *out_len)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int fd, r = 0;
+
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return -errno;
+	for (;;) {
+		ssize_t n;
+
+		if (cap - len < 4096) {
+			char *nbuf;
+
+			if (cap > max) {
+				r = -EFBIG;
+				goto out;
+			}
+			cap = cap ? cap * 2 : 8192;
+			nbuf = realloc(buf, cap + 1);
+			if (!nbuf) {
+				r = -ENOMEM;
+				goto out;
+			}
+			buf = nbuf;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > max) {
+		r = -EFBIG;
+		goto out;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*out_len = len;
+	buf = NULL;
+out:
+	free(buf);
+	close(fd);
+	return r;
+}
+
+int
+fs_replace(int dirfd, const char *name, const void *data, size_t len)
+{
+	char tmp[NAME_MAX + 1];
+	int fd, r;
+
+	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= sizeof tmp)
+		return -ENAMETOOLONG;
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	r = fs_write_all(fd, data, len);
+	if (r < 0)
+		goto out;
+	if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, name) < 0 || fsync(dirfd) < 0)
+		r = -errno;
+	else
+		tmp[0] = '\0';		/* renamed: nothing to remove */
+out:
+	close(fd);
+	if (tmp[0])
+		unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+/*
+ * Moves a finished file to its public name, never replacing one that is
+ * there (-EEXIST), and makes the new name durable. Both directories are on
+ * one file system; the target directory is fsync()ed.
+ */
+int
+fs_publish(int fromfd, const char *from, int tofd, const char *to)
+{
+	if (renameat2(fromfd, from, tofd, to, RENAME_NOREPLACE) < 0) {
+		if (errno != EINVAL && errno != ENOSYS)
+			return -errno;
+		/* File systems without RENAME_NOREPLACE: link() never replaces either. */
+		if (linkat(fromfd, from, tofd, to, 0) < 0)
+			return -errno;
+		(void)unlinkat(fromfd, from, 0);
+	}
+	if (fsync(tofd) < 0)
+		return -errno;
+	if (fromfd != tofd)
+		(void)fsync(fromfd);
+	return 0;
+}
+
+/*
+ * Opens (and with create, makes) a directory that only its owner may use.
+ * A directory owned by someone else, or a symbolic link, is refused; one
+ * with group or other permissions is tightened to 0700.
+ */
+int
+fs_private_dir(int dirfd, const char *name, bool create)
+{
+	struct stat st;
+	int fd;
+
+	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return errno == ELOOP ? -ENOTDIR : -errno;
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	if (st.st_uid != geteuid()) {
+		close(fd);
+		return -EPERM;
+	}
+	if ((st.st_mode & 077) && fchmod(fd, 0700) < 0) {
+		int r = -errno;
+
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* mkdir -p for the parents of the queue (~/.local/share): mode 0755 as XDG expects. */
+int
+fs_mkdir_parents(const char *path)
+{
+	char *p, *s;
+	int r = 0;
+
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	for (s = p + 1; ; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+
+		*s = '\0';
+		if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+			r = -errno;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	free(p);
+	return r;
+}
