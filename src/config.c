@@ -257,7 +257,7 @@ config_load(const char *path, struct config **out, char **error)
 {
 	static const char *const account_keys[] = { "address", "host", "port", "tls", "ca-file",
 	                                            "password-command", "token-command", NULL };
-	static const char *const delivery_keys[] = { "lifetime", NULL };
+	static const char *const delivery_keys[] = { "lifetime", "timeout", "idle-exit", NULL };
 	g_autoptr(GKeyFile) kf = g_key_file_new();
 	g_autofree char *text = NULL;
 	g_auto(GStrv) groups = NULL;
@@ -274,6 +274,8 @@ config_load(const char *path, struct config **out, char **error)
 	c->path = g_strdup(path);
 	c->port = 465;
 	c->lifetime = 5 * 86400;
+	c->timeout = 120;
+	c->idle_exit = 30;
 
 	groups = g_key_file_get_groups(kf, NULL);
 	for (i = 0; groups[i]; i++) {
@@ -352,6 +354,24 @@ config_load(const char *path, struct config **out, char **error)
 		g_free(v);
 		if (r < 0) {
 			r = fail(error, path, text, "delivery", "lifetime", "not a duration (like 5d, 12h, 30m)");
+			goto out;
+		}
+	}
+	v = get_string(kf, "delivery", "timeout");
+	if (v) {
+		r = config_parse_duration(v, &c->timeout);
+		g_free(v);
+		if (r < 0 || c->timeout < 1 || c->timeout > 3600) {
+			r = fail(error, path, text, "delivery", "timeout", "not a duration from 1s to 1h");
+			goto out;
+		}
+	}
+	v = get_string(kf, "delivery", "idle-exit");
+	if (v) {
+		r = config_parse_duration(v, &c->idle_exit);
+		g_free(v);
+		if (r < 0) {
+			r = fail(error, path, text, "delivery", "idle-exit", "not a duration (like 30s)");
 			goto out;
 		}
 	}

@@ -26,6 +26,8 @@ struct config {
 	char *password_command;
 	char *token_command;	/* XOAUTH2 access token, instead of a password */
 	int64_t lifetime;	/* seconds a message may stay deferred before it fails */
+	int64_t timeout;	/* seconds to wait for the server at each step */
+	int64_t idle_exit;	/* seconds outboxd stays with nothing to do */
 	struct config_alias *aliases;
 	size_t n_aliases;
 };

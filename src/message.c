@@ -301,6 +301,13 @@ message_parse_addresses(const char *v, size_t len, struct mailbox **out, size_t 
 			i = skip_comment(v, len, i);
 			continue;
 		}
+		if (c == '[') {
+			/* a domain literal: "[IPv6:::1]" holds colons that start no group */
+			const char *e = memchr(v + i, ']', len - i);
+
+			i = e ? (size_t)(e - v) + 1 : len;
+			continue;
+		}
 		if (c == '<') {
 			size_t e = i + 1, colon;
 
@@ -794,7 +801,8 @@ rewrite_field(FILE *f, const struct header_field *h, bool sender, const struct m
 		free(to);
 	}
 	fwrite(h->value + at, 1, h->value_len - at, f);
-	fputc('\n', f);
+	/* the field's own line end, if any: the caller adds one where it is missing */
+	fwrite(h->value + h->value_len, 1, (size_t)(h->raw + h->raw_len - (h->value + h->value_len)), f);
 	mailboxes_free(mb, n);
 	return r;
 }
@@ -891,7 +899,7 @@ wire_init(struct wire *w, bool stuff)
  * Message bytes to SMTP wire bytes. Every line ends in CRLF: LF, CRLF and a
  * bare CR each end one line, so no "\r.\n" or "\n.\r\n" in a body can look
  * like the end of DATA to any server (SMTP smuggling). RFC 5321 4.5.2: a
- * line starting with "." gets another. out must hold 3 * len bytes.
+ * line starting with "." gets another. out must hold 2 * len bytes.
  */
 size_t
 wire_encode(struct wire *w, const char *in, size_t len, char *out)
@@ -904,20 +912,15 @@ wire_encode(struct wire *w, const char *in, size_t len, char *out)
 
 		if (w->cr) {
 			w->cr = false;
-			*o++ = '\r';
-			*o++ = '\n';
-			w->at_bol = true;
 			if (c == '\n')
-				continue;
+				continue;	/* the LF of a CRLF already placed */
 		}
-		if (c == '\r') {
-			w->cr = true;
-			continue;
-		}
-		if (c == '\n') {
+		if (c == '\r' || c == '\n') {
+			/* A CR ends its line at once, so no call puts out more than 2 * len. */
 			*o++ = '\r';
 			*o++ = '\n';
 			w->at_bol = true;
+			w->cr = c == '\r';
 			continue;
 		}
 		if (w->at_bol && c == '.' && w->stuff)
@@ -941,7 +944,7 @@ wire_finish(struct wire *w, char *out)
 {
 	char *o = out;
 
-	if (w->cr || !w->at_bol) {
+	if (!w->at_bol) {
 		*o++ = '\r';
 		*o++ = '\n';
 	}

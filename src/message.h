@@ -45,7 +45,7 @@ struct message_out {
 
 struct wire {
 	bool at_bol;		/* the next byte out starts a line */
-	bool cr;		/* the last byte in was a CR not yet placed */
+	bool cr;		/* the last byte in was a CR: an LF next belongs to it */
 	bool stuff;		/* dot-stuff (DATA); BDAT does not */
 };
 

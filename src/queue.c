@@ -155,15 +155,15 @@ queue_id_new(char id[QUEUE_ID_LEN + 1])
 	int i;
 
 	gettimeofday(&tv, NULL);
-	/* 52 bits of microseconds (until 2112), then 28 random bits. */
-	t = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) & ((UINT64_C(1) << 52) - 1);
+	/* 55 bits of microseconds (until the year 3111), then 25 random bits. */
+	t = ((uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec) & ((UINT64_C(1) << 55) - 1);
 	if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != sizeof rnd)
 		rnd = (uint64_t)getpid() * 2654435761u ^ (uint64_t)tv.tv_usec;
-	for (i = 9; i >= 0; i--) {		/* 10 characters hold the time */
+	for (i = 10; i >= 0; i--) {		/* 11 characters hold the time */
 		id[i] = id_alphabet[t & 31];
 		t >>= 5;
 	}
-	for (i = 10; i < QUEUE_ID_LEN; i++) {
+	for (i = 11; i < QUEUE_ID_LEN; i++) {
 		id[i] = id_alphabet[rnd & 31];
 		rnd >>= 5;
 	}
@@ -1011,4 +1011,18 @@ queue_state_status(const struct queue_state *st, char *const *rcpt, size_t n_rcp
 	if (!open)
 		return failed ? QUEUE_FAILED : QUEUE_SENT;
 	return st->next > now ? QUEUE_DEFERRED : QUEUE_QUEUED;
+}
+
+/* The queue-wide hold outboxd sets for a credential problem; NULL when none. */
+char *
+queue_account_hold(struct queue *q)
+{
+	char *text;
+	size_t len;
+
+	if (fs_read_file(q->dirfd, "account-hold", 4096, &text, &len) < 0)
+		return NULL;
+	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+		text[--len] = '\0';
+	return text;
 }

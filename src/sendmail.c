@@ -291,6 +291,9 @@ add_arg_rcpts(struct envelope *env, char **args, size_t n)
 		struct mailbox *mb;
 		size_t nmb;
 
+		/* The address parser would drop a line break as folding white space. */
+		if (!envelope_value_valid(args[i]))
+			die(EX_USAGE, "bad recipient address: it contains a line break");
 		if (message_parse_addresses(args[i], strlen(args[i]), &mb, &nmb) < 0)
 			die(EX_TEMPFAIL, "out of memory");
 		if (nmb == 0)

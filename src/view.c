@@ -16,20 +16,6 @@
 #include "fs.h"
 #include "view.h"
 
-/* The queue-wide hold outboxd sets for a credential problem; NULL when none. */
-char *
-queue_account_hold(struct queue *q)
-{
-	char *text;
-	size_t len;
-
-	if (fs_read_file(q->dirfd, "account-hold", 4096, &text, &len) < 0)
-		return NULL;
-	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-		text[--len] = '\0';
-	return text;
-}
-
 void
 view_out(struct message_out *o, const struct config *c, const struct localnames *ln)
 {

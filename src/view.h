@@ -31,4 +31,3 @@ void view_out(struct message_out *o, const struct config *c, const struct localn
 int view_load(struct queue *q, const struct config *c, const struct localnames *ln, struct view *v);
 void view_clear(struct view *v);
 void view_print_mailq(const struct view *v, FILE *f);
-char *queue_account_hold(struct queue *q);

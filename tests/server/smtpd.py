@@ -202,14 +202,20 @@ class Rule:
                 raise ValueError(f"rule {index}: unknown key {key!r}")
             if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
                 raise ValueError(f"rule {index}: bad value for {key!r}: {value!r}")
+        for key in ("delay", "times", "skip", "huge"):
+            if spec.get(key, 0) < 0:
+                raise ValueError(f"rule {index}: {key!r} must not be negative")
         self.index = index
         self.on = spec.get("on")
         if self.on not in EVENTS:
             raise ValueError(f"rule {index}: 'on' must be one of {', '.join(EVENTS)}")
-        self.match = spec.get("match", "").encode()
+        self.match = spec.get("match", "").encode().lower()
         self.reply = parse_reply(index, spec["reply"]) if "reply" in spec else None
-        self.raw = spec["raw"].encode("latin-1") if "raw" in spec else None
-        if self.reply and self.raw is not None:
+        try:
+            self.raw = spec["raw"].encode("latin-1") if "raw" in spec else None
+        except UnicodeEncodeError:
+            raise ValueError(f"rule {index}: 'raw' may only hold U+0000..U+00FF") from None
+        if self.reply is not None and self.raw is not None:
             raise ValueError(f"rule {index}: 'reply' and 'raw' exclude each other")
         self.close = spec.get("close", False)
         self.delay = spec.get("delay", 0)
@@ -225,10 +231,13 @@ class Rule:
         return self.reply is not None or self.raw is not None
 
     def matches(self, event, subject):
-        """`subject` is the command line, or for data-end a search function."""
-        if event != self.on or not self.match:
-            return event == self.on
-        return subject(self.match) if callable(subject) else self.match in subject
+        """Case-insensitive `match` against the command line, or for data-end
+        against the message through the search function `subject`."""
+        if event != self.on:
+            return False
+        if not self.match:
+            return True
+        return subject(self.match) if callable(subject) else self.match in subject.lower()
 
     def active(self):
         n = self.seen - self.skip
@@ -289,21 +298,27 @@ class Server:
 
     def drop_point(self):
         """Event number (1-8) at which a new connection is dropped, or 0."""
+        if self.cfg.random_drop <= 0:
+            return 0
         with self.lock:
             if self.rng.random() < self.cfg.random_drop:
                 return self.rng.randint(1, 8)
         return 0
 
     def pick(self, event, subject):
-        """Count the event for every matching rule; return the first active one."""
+        """The rule handling this event, or None.
+
+        Rules are tried in order.  Each matching rule the event reaches
+        counts it; the first one that is active (past `skip`, within
+        `times`) takes it, and later rules never see it.
+        """
         candidates = [r for r in self.rules if r.matches(event, subject)]
-        chosen = None
         with self.lock:
             for rule in candidates:
                 rule.seen += 1
-                if chosen is None and rule.active():
-                    chosen = rule
-        return chosen
+                if rule.active():
+                    return rule
+        return None
 
     def store(self, body, meta):
         """Move a finished body into the maildir; returns its number 'NNNNNN'."""
@@ -363,11 +378,13 @@ class Body:
         self.file.close()
 
     def contains(self, needle):
-        """Search the stored bytes without loading them whole."""
+        """Search the stored bytes, ignoring ASCII case, without loading them
+        whole.  `needle` must be in lower case."""
         overlap = len(needle) - 1
         with open(self.path, "rb") as f:
             tail = b""
             while chunk := f.read(1 << 20):
+                chunk = chunk.lower()
                 if needle in tail + chunk:
                     return True
                 tail = chunk[-overlap:] if overlap else b""
@@ -417,7 +434,11 @@ class Reader:
         n = len(self.buf)
         if isinstance(self.sock, ssl.SSLSocket):
             n += self.sock.pending()
-        return n or len(select.select([self.sock], [], [], 0)[0])
+        if n:
+            return n
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return len(poller.poll(0))
 
     def discard(self):
         n = len(self.buf)
@@ -514,10 +535,11 @@ class Session:
         self.server.log(self.conn, text)
 
     def reply(self, code, *lines):
-        lines = list(lines) or [""]
+        lines = list(lines)
         if self.huge:
+            # Filler lines after the first one, which keeps the real text.
             filler = [f"X-FILLER-{i:06d} " + "x" * 60 for i in range(self.huge)]
-            lines[-1:-1] = filler
+            lines[1:1] = filler
             self.huge = 0
         for i, text in enumerate(lines):
             line = f"{code}{'-' if i < len(lines) - 1 else ' '}{text}"
@@ -575,7 +597,8 @@ class Session:
             self.send_rule_reply(rule)
         if rule.close:
             raise Hangup()
-        self.huge = rule.huge
+        if not rule.replies:
+            self.huge = rule.huge   # for the command's normal reply
         return rule.replies
 
     def tls_alert(self):
@@ -585,29 +608,36 @@ class Session:
             socket.socket.send(self.sock, TLS_ALERT)
         raise Hangup()
 
-    def close(self, graceful):
-        sock = self.sock
+    def half_close(self, graceful):
+        """Send what is queued, then end the server's side of the stream."""
         try:
             self.flush()
-            if graceful and isinstance(sock, ssl.SSLSocket):
-                sock.settimeout(0)
+            if graceful and isinstance(self.sock, ssl.SSLSocket):
+                self.sock.settimeout(0)
                 try:
-                    sock.unwrap()       # sends close_notify, does not wait
+                    self.sock.unwrap()      # sends close_notify, does not wait
                 except ssl.SSLWantReadError:
                     pass
-            # Half-close and drain unread input for a moment: closing with
-            # unread data would send a reset, which can destroy the last
-            # reply before the client reads it.
-            socket.socket.shutdown(sock, socket.SHUT_WR)
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def linger_close(self):
+        """Drain unread input for a moment, then close.
+
+        Closing with unread data would send a reset, which can destroy the
+        last reply before the client reads it.
+        """
+        try:
             deadline = time.monotonic() + LINGER
             while (left := deadline - time.monotonic()) > 0:
-                sock.settimeout(left)
-                if not socket.socket.recv(sock, RECV_SIZE):
+                self.sock.settimeout(left)
+                if not socket.socket.recv(self.sock, RECV_SIZE):
                     break
         except OSError:
             pass
         finally:
-            sock.close()
+            self.sock.close()
 
     def start_tls(self):
         self.flush()
@@ -678,13 +708,16 @@ class Session:
             sys.stderr.flush()
         finally:
             self.reset_transaction()
-            self.close(graceful)
+            self.half_close(graceful)
             self.log("DISCONNECT")
+            self.linger_close()
 
     def handle_command(self):
-        # Without PIPELINING, input already waiting here was sent before the
-        # reply to the previous command (still queued) could have been seen.
-        early = not self.cfg.pipelining and self.reader.pending() > 0
+        # Replies stay queued until the server would block on input.  So
+        # without PIPELINING, input already waiting while the reply to the
+        # previous command is still queued was sent before the client could
+        # have seen that reply.
+        early = not self.cfg.pipelining and self.out and self.reader.pending() > 0
         raw = self.reader.readline(MAX_LINE + 2)
         if not raw.endswith(b"\n"):
             self.log(f"C <line longer than {MAX_LINE} bytes>")
@@ -701,8 +734,7 @@ class Session:
         text = text[:-2]
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
-        mech, _, initial = arg.strip().partition(" ")
-        self.log(f"C AUTH {mech} <redacted>" if verb == "AUTH" and initial else f"C {text}")
+        self.log("C " + (redact_auth(arg) if verb == "AUTH" else text))
         self.tick()
         try:
             if early:
@@ -935,22 +967,17 @@ class Session:
             store = rule.store
         name = self.commit(via) if store else "unstored"
         self.reset_transaction()
-        if rule:
-            if rule.delay:
-                self.pause(rule.delay)
-            if rule.tls_alert:
-                self.tls_alert()
-            if rule.replies:
-                self.send_rule_reply(rule)
-            if rule.close:
-                raise Hangup()
-            self.huge = rule.huge
-            if rule.replies:
-                return
-        if reply:
-            self.reply(*reply)
-        else:
-            self.reply("250", f"2.0.0 OK {name} - gsmtp")
+        if rule and rule.delay:
+            self.pause(rule.delay)
+        if rule and rule.tls_alert:
+            self.tls_alert()
+        if rule and rule.replies:
+            self.send_rule_reply(rule)
+        elif not (rule and rule.close):
+            self.huge = rule.huge if rule else 0
+            self.reply(*(reply or ("250", f"2.0.0 OK {name} - gsmtp")))
+        if rule and rule.close:
+            raise Hangup()
 
     def commit(self, via):
         meta = {
@@ -984,6 +1011,12 @@ class Session:
         raise Quit()
 
 
+def redact_auth(arg):
+    """The AUTH command for the log, without its initial response."""
+    mech, _, initial = arg.strip().partition(" ")
+    return f"AUTH {mech} <redacted>" if initial else f"AUTH {mech}"
+
+
 # ---------------------------------------------------------------------------
 # Command line
 
@@ -1007,6 +1040,8 @@ def probability(text):
 def serve(args):
     if args.user is not None and args.password is None:
         sys.exit("smtpd: --user needs --password")
+    if args.tls != "none" and not args.cert_dir:
+        sys.exit("smtpd: --cert-dir is needed unless --tls none")
     try:
         server = Server(args)
     except (OSError, ValueError) as e:
@@ -1021,6 +1056,9 @@ def serve(args):
         write_file(args.port_file, f"{port}\n".encode())
 
     def stop(signum, frame):
+        # A second signal must not interrupt the shutdown itself.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise Shutdown()
 
     try:
@@ -1054,7 +1092,7 @@ def main():
     g.add_argument("--weak-key", action="store_true", help="1024-bit RSA server key")
 
     s = sub.add_parser("serve", help="run the SMTP server")
-    s.add_argument("--cert-dir", required=True)
+    s.add_argument("--cert-dir", help="from gen-certs (not needed with --tls none)")
     s.add_argument("--maildir", required=True)
     s.add_argument("--listen", type=loopback, default="127.0.0.1")
     s.add_argument("--port", type=int, default=0)

@@ -1,0 +1,3 @@
+#!/bin/bash
+. "${BASH_SOURCE%/*}/lib.sh"
+skip "not written yet"
