@@ -293,7 +293,13 @@ main(int argc, char **argv)
 	}
 	r = queue_default_path(&qpath);
 	if (r >= 0)
-		r = queue_open(qpath, true, &dm.q);
+		r = queue_open(qpath, false, &dm.q);
+	if (r == -ENOENT) {
+		/* No queue yet: nothing was ever queued, so nothing to do. */
+		sd_notify(0, "READY=1\nSTATUS=no queue yet");
+		free(qpath);
+		return EX_OK;
+	}
 	if (r < 0) {
 		log_error("cannot open the queue %s: %s", qpath ? qpath : "?", strerror(-r));
 		return EX_CANTCREAT;

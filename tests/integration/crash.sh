@@ -60,8 +60,8 @@ for n in $(seq 1 $runs); do
 	writer=$!
 	"$SM" -oi bob@example.org <"$T/fifo" 2>"$T/err.$n" &
 	pid=$!
-	# The writer takes about 0.3 s; kill anywhere in it, or a little after.
-	sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+	# The writer takes about 0.2 s; kill anywhere in it, or a little after.
+	sleep "0.$(printf %03d $((RANDOM % 250)))"
 	kill -9 "$pid" 2>/dev/null
 	r=0
 	{ wait "$pid"; } 2>/dev/null || r=$?

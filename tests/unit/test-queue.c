@@ -63,6 +63,19 @@ count_entries(int dirfd)
 	return n;
 }
 
+/* Creates or replaces dir/name with the given bytes. */
+static void
+write_at(int dirfd, const char *name, const char *buf, size_t len)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	if (fd < 0 || write(fd, buf, len) != (ssize_t)len) {
+		perror(name);
+		exit(99);
+	}
+	close(fd);
+}
+
 static mode_t
 mode_at(int dirfd, const char *name)
 {
@@ -189,7 +202,7 @@ check_envelope_equal(const struct envelope *a, const struct envelope *b)
 static void
 test_envelope(void)
 {
-	char *rcpt[] = { "bob@example.com", "root", "\"a b\"@example.com" };
+	static char *rcpt[] = { "bob@example.com", "root", "\"a b\"@example.com" };
 	static const struct {
 		const char *name;
 		struct envelope env;
@@ -474,7 +487,7 @@ test_writer(struct queue *q)
 		DIR *d;
 		struct dirent *de;
 		char taken[QUEUE_ID_LEN + 1] = "";
-		int fd, dfd;
+		int dfd;
 
 		CHECK_INT(queue_writer_new(q, &env, &w), 0);
 		dfd = openat(q->tmpfd, ".", O_RDONLY | O_DIRECTORY);
@@ -484,10 +497,7 @@ test_writer(struct queue *q)
 				memcpy(taken, de->d_name, sizeof taken);
 		closedir(d);
 		CHECK(queue_id_valid(taken));
-		fd = openat(q->msgfd, taken, O_WRONLY | O_CREAT | O_EXCL, 0600);
-		CHECK(fd >= 0);
-		write(fd, "someone else's", 14);
-		close(fd);
+		write_at(q->msgfd, taken, "someone else's", 14);
 		CHECK_INT(queue_writer_write(w, "mine\n", 5), 0);
 		CHECK_INT(queue_writer_commit(w, id), 0);
 		CHECK(queue_id_valid(id));
@@ -502,21 +512,30 @@ test_writer(struct queue *q)
 }
 
 static void
-test_list_and_prefix(struct queue *q)
+test_list_and_prefix(const char *base)
 {
 	char (*ids)[QUEUE_ID_LEN + 1] = NULL, made[5][QUEUE_ID_LEN + 1], got[QUEUE_ID_LEN + 1];
 	size_t n = 0, i, common;
-	int fd;
+	struct queue *q = NULL;
+	char *path;
+
+	CASE("list: an empty queue");
+	if (asprintf(&path, "%s/list", base) < 0 || queue_open(path, true, &q) < 0)
+		exit(99);
+	free(path);
+	CHECK_INT(queue_list(q, &ids, &n), 0);
+	CHECK_INT(n, 0);
+	free(ids);
+	ids = NULL;
 
 	CASE("list: oldest first, other files ignored");
 	for (i = 0; i < 5; i++) {
 		CHECK_INT(put(q, "x\n", made[i]), 0);
 		usleep(50);
 	}
-	fd = openat(q->msgfd, ".hidden.tmp", O_WRONLY | O_CREAT, 0600);
-	close(fd);
-	fd = openat(q->msgfd, "0123456789abcdef", O_WRONLY | O_CREAT, 0600);
-	close(fd);
+	write_at(q->msgfd, ".hidden.tmp", "", 0);
+	write_at(q->msgfd, "0123456789abcdef", "", 0);
+	CHECK_INT(mkdirat(q->msgfd, "ZZZZZZZZZZZZZZZ", 0700), 0);
 	CHECK_INT(queue_list(q, &ids, &n), 0);
 	if (CHECK_INT(n, 5))
 		for (i = 0; i < 5; i++)
@@ -550,9 +569,10 @@ test_list_and_prefix(struct queue *q)
 		CHECK_STR(got, made[4]);
 
 		CASE("resolve_prefix: ambiguous");
+		CHECK(common > 0);
 		memcpy(p, made[0], common);
 		p[common] = '\0';
-		CHECK_INT(queue_resolve_prefix(q, common ? p : made[0], got), common ? -EEXIST : 0);
+		CHECK_INT(queue_resolve_prefix(q, p, got), -EEXIST);
 	}
 
 	CASE("resolve_prefix: none");
@@ -566,8 +586,7 @@ test_list_and_prefix(struct queue *q)
 	CHECK_INT(queue_resolve_prefix(q, "abc", got), -EINVAL);
 	CHECK_INT(queue_resolve_prefix(q, "0/", got), -EINVAL);
 
-	unlinkat(q->msgfd, ".hidden.tmp", 0);
-	unlinkat(q->msgfd, "0123456789abcdef", 0);
+	queue_free(q);
 	test_case_name[0] = '\0';
 }
 
@@ -575,7 +594,6 @@ static void
 test_msg_open_errors(struct queue *q)
 {
 	struct queue_msg *m = NULL;
-	int fd;
 
 	CASE("msg_open: invalid IDs");
 	CHECK_INT(queue_msg_open(q, "../msg/x", &m), -EINVAL);
@@ -586,23 +604,17 @@ test_msg_open_errors(struct queue *q)
 	CHECK_INT(queue_msg_open(q, "ZZZZZZZZZZZZZZZZ", &m), -ENOENT);
 
 	CASE("msg_open: a file without an envelope");
-	fd = openat(q->msgfd, "YYYYYYYYYYYYYYYY", O_WRONLY | O_CREAT, 0600);
-	write(fd, "From: x\n\nbody\n", 14);
-	close(fd);
+	write_at(q->msgfd, "YYYYYYYYYYYYYYYY", "From: x\n\nbody\n", 14);
 	CHECK_INT(queue_msg_open(q, "YYYYYYYYYYYYYYYY", &m), -EBADMSG);
 	unlinkat(q->msgfd, "YYYYYYYYYYYYYYYY", 0);
 
 	CASE("msg_open: a truncated envelope");
-	fd = openat(q->msgfd, "YYYYYYYYYYYYYYYY", O_WRONLY | O_CREAT, 0600);
-	write(fd, "outbox-queue 1\nrcpt a@b\n", 24);
-	close(fd);
+	write_at(q->msgfd, "YYYYYYYYYYYYYYYY", "outbox-queue 1\nrcpt a@b\n", 24);
 	CHECK_INT(queue_msg_open(q, "YYYYYYYYYYYYYYYY", &m), -EBADMSG);
 	unlinkat(q->msgfd, "YYYYYYYYYYYYYYYY", 0);
 
 	CASE("msg_open: a newer format");
-	fd = openat(q->msgfd, "YYYYYYYYYYYYYYYY", O_WRONLY | O_CREAT, 0600);
-	write(fd, "outbox-queue 7\nrcpt a@b\n\nbody", 29);
-	close(fd);
+	write_at(q->msgfd, "YYYYYYYYYYYYYYYY", "outbox-queue 7\nrcpt a@b\n\nbody", 29);
 	CHECK_INT(queue_msg_open(q, "YYYYYYYYYYYYYYYY", &m), -EPROTO);
 	unlinkat(q->msgfd, "YYYYYYYYYYYYYYYY", 0);
 
@@ -941,13 +953,8 @@ test_state_files_and_remove(struct queue *q)
 	queue_state_clear(&st);
 
 	CASE("state_load: a corrupt state file");
-	{
-		int fd = openat(q->statefd, id, O_WRONLY | O_TRUNC);
-
-		write(fd, "garbage", 7);
-		close(fd);
-		CHECK_INT(queue_state_load(q, id, &got), -EBADMSG);
-	}
+	write_at(q->statefd, id, "garbage", 7);
+	CHECK_INT(queue_state_load(q, id, &got), -EBADMSG);
 
 	CASE("msg_remove: message and state go");
 	CHECK_INT(queue_msg_remove(q, m), 0);
@@ -991,7 +998,7 @@ main(void)
 		return 99;
 	}
 	test_writer(q);
-	test_list_and_prefix(q);
+	test_list_and_prefix(base);
 	test_msg_open_errors(q);
 	test_lock(q);
 	test_state_files_and_remove(q);
