@@ -95,6 +95,8 @@ deliver_clear(struct deliver *d)
 	session_close(d, true);
 	secret_wipe(&d->secret);
 	localnames_clear(&d->ln);
+	free(d->last_sent);
+	free(d->last_error);
 }
 
 static int
@@ -499,6 +501,49 @@ msgctx_open(struct deliver *d, const char *id, struct msgctx *mc, char *buf)
 }
 
 static void
+note_error(struct deliver *d, const char *id, const char *text)
+{
+	free(d->last_error);
+	if (asprintf(&d->last_error, "error\t%" PRId64 "\t%s\t%s", now_s(), id ? id : "-", text) < 0)
+		d->last_error = NULL;
+}
+
+/*
+ * queue/last: the latest delivery and the latest problem, for "outbox
+ * status" and "outbox setup". One line each, replaced together.
+ */
+static void
+write_last(struct deliver *d)
+{
+	char *old = NULL, *buf = NULL, *line, *save = NULL;
+	size_t len = 0, size = 0;
+	FILE *f;
+
+	if (!d->last_sent && !d->last_error)
+		return;
+	(void)fs_read_file(d->q->dirfd, "last", 1u << 16, &old, &len);
+	f = open_memstream(&buf, &size);
+	if (!f) {
+		free(old);
+		return;
+	}
+	for (line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		if ((d->last_sent && strncmp(line, "sent\t", 5) == 0) ||
+		    (d->last_error && strncmp(line, "error\t", 6) == 0))
+			continue;
+		fprintf(f, "%s\n", line);
+	}
+	if (d->last_sent)
+		fprintf(f, "%s\n", d->last_sent);
+	if (d->last_error)
+		fprintf(f, "%s\n", d->last_error);
+	if (fclose(f) == 0)
+		(void)fs_replace(d->q->dirfd, "last", buf, size);
+	free(buf);
+	free(old);
+}
+
+static void
 log_rcpt(struct deliver *d, struct msgctx *mc, const char *rcpt, const char *status, const char *dsn,
          const char *reply)
 {
@@ -530,12 +575,19 @@ record(struct deliver *d, struct msgctx *mc, const char *rcpt, enum smtp_verdict
 		free(mc->last_reply);
 		mc->last_reply = strdup(reply);
 	}
-	if (v == SMTP_OK)
+	if (v == SMTP_OK) {
 		d->sent++;
-	else if (v == SMTP_FAIL)
-		d->failed++;
-	else
-		d->deferred++;
+		free(d->last_sent);
+		if (asprintf(&d->last_sent, "sent\t%" PRId64 "\t%s\t%s\t%s", rs->time, mc->m->id, rcpt,
+		             reply) < 0)
+			d->last_sent = NULL;
+	} else {
+		if (v == SMTP_FAIL)
+			d->failed++;
+		else
+			d->deferred++;
+		note_error(d, mc->m->id, reply);
+	}
 	log_rcpt(d, mc, rcpt, status, dsn, reply);
 }
 
@@ -1124,6 +1176,8 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 	if (ss != SECRET_FOUND) {
 		res->outcome = DELIVER_HELD_SECRET;
 		snprintf(res->reason, sizeof res->reason, "%s", err);
+		note_error(d, NULL, err);
+		write_last(d);
 		log_event(LOG_WARNING, NULL, NULL, "held", "holding %zu message%s: %s", n_due,
 		          n_due == 1 ? "" : "s", err);
 		free(due);
@@ -1150,6 +1204,7 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 				break;
 			}
 			v = session_open(d, err, sizeof err);
+			note_error(d, NULL, err);
 			if (v == SMTP_HOLD) {
 				hold_account(d, err);
 				res->outcome = DELIVER_HELD_ACCOUNT;
@@ -1197,6 +1252,7 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 out:
 	session_close(d, true);
 	secret_wipe(&d->secret);
+	write_last(d);
 	free(buf);
 	free(wbuf);
 	free(due);

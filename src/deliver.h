@@ -26,6 +26,8 @@ struct deliver {
 	bool (*stop)(void *userdata);
 	void *userdata;
 	unsigned sent, deferred, failed;
+	char *last_sent;	/* for queue/last: the latest acceptance in this run */
+	char *last_error;	/* and the latest problem */
 };
 
 enum deliver_outcome {

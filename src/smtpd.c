@@ -445,7 +445,8 @@ smtpd_feed(struct smtpd *s, const char *buf, size_t len)
 		}
 		nl = memchr(p, '\n', rest);
 		if (!nl) {
-			if (rest > LINE_MAX_CMD) {
+			/* Not yet too long if only the CR of the line end is here. */
+			if (rest > LINE_MAX_CMD + 1) {
 				s->too_long = true;
 				pos = s->in_len;
 			}

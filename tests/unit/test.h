@@ -76,14 +76,13 @@ test_check_int(intmax_t got, intmax_t want, const char *file, int line, const ch
 	return false;
 }
 
+/* Bytes: a NULL pointer with no bytes equals an empty buffer. */
 static inline bool
 test_check_mem(const char *got, size_t got_len, const char *want, size_t want_len,
                const char *file, int line, const char *expr)
 {
 	test_checks++;
-	if (got && want && got_len == want_len && memcmp(got, want, got_len) == 0)
-		return true;
-	if (!got && !want)
+	if (got_len == want_len && (got_len == 0 || (got && want && memcmp(got, want, got_len) == 0)))
 		return true;
 	test_fail_head(file, line, expr);
 	fputs("\tgot:  ", stderr);
@@ -94,9 +93,18 @@ test_check_mem(const char *got, size_t got_len, const char *want, size_t want_le
 	return false;
 }
 
+/* Strings: NULL equals only NULL. */
 static inline bool
 test_check_str(const char *got, const char *want, const char *file, int line, const char *expr)
 {
+	if ((!got) != (!want)) {
+		test_checks++;
+		test_fail_head(file, line, expr);
+		fprintf(stderr, "\tgot:  %s%s%s\n\twant: %s%s%s\n", got ? "\"" : "",
+		        got ? got : "(null)", got ? "\"" : "", want ? "\"" : "", want ? want : "(null)",
+		        want ? "\"" : "");
+		return false;
+	}
 	return test_check_mem(got, got ? strlen(got) : 0, want, want ? strlen(want) : 0, file, line,
 	                      expr);
 }
