@@ -107,6 +107,8 @@ find_line(const char *text, const char *group, const char *key)
 			           strncmp(p + 1, group, strlen(group)) == 0;
 			if (!group && !memchr(p, ']', len))
 				return n;
+			if (in_group && !key)
+				return n;	/* the [group] line itself */
 		} else if (len && p[0] != '#') {
 			const char *eq = memchr(p, '=', len);
 
@@ -123,7 +125,10 @@ find_line(const char *text, const char *group, const char *key)
 		}
 		line = nl ? nl + 1 : NULL;
 	}
-	return group ? find_line(text, group, NULL) : n - 1;
+	/* A key not set: its [group] line; no such group: the last line. */
+	if (group && key)
+		return find_line(text, group, NULL);
+	return n > 1 ? n - 1 : 1;
 }
 
 static int
@@ -160,7 +165,7 @@ int
 config_parse_duration(const char *s, int64_t *out)
 {
 	char *e;
-	long long v;
+	long long v, unit = 1;
 
 	errno = 0;
 	v = strtoll(s, &e, 10);
@@ -169,12 +174,14 @@ config_parse_duration(const char *s, int64_t *out)
 	if (*e == '\0' || strcmp(e, "s") == 0)
 		;
 	else if (strcmp(e, "m") == 0 || strcmp(e, "min") == 0)
-		v *= 60;
+		unit = 60;
 	else if (strcmp(e, "h") == 0)
-		v *= 3600;
+		unit = 3600;
 	else if (strcmp(e, "d") == 0)
-		v *= 86400;
+		unit = 86400;
 	else
+		return -EINVAL;
+	if (__builtin_mul_overflow(v, unit, &v))
 		return -EINVAL;
 	*out = v;
 	return 0;

@@ -620,11 +620,16 @@ send_body(struct deliver *d, struct msgctx *mc, char *buf, char *wbuf)
 	off_t off = mc->body, end = mc->m->body_offset + mc->m->size;
 	struct wire w;
 	size_t n;
-	int k;
+	int k = 0;
 
 	wire_init(&w, true);
-	n = wire_encode(&w, mc->hdr, mc->hdr_len, wbuf);
-	k = conn_write(d->conn, wbuf, n);
+	/* wbuf holds the encoding of CHUNK bytes: a long header section goes in pieces. */
+	for (off_t h = 0; h < (off_t)mc->hdr_len && k == 0; h += CHUNK) {
+		size_t piece = mc->hdr_len - (size_t)h < CHUNK ? mc->hdr_len - (size_t)h : CHUNK;
+
+		n = wire_encode(&w, mc->hdr + h, piece, wbuf);
+		k = conn_write(d->conn, wbuf, n);
+	}
 	while (k == 0 && off < end) {
 		ssize_t got = pread(mc->m->fd, buf, CHUNK, off);
 

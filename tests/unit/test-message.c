@@ -287,7 +287,7 @@ test_extract_rcpts(void)
 
 	/* Command line recipients come first; -t adds to them without repeating. */
 	{
-		char **rcpt = malloc(sizeof *rcpt);
+		char **rcpt = xmalloc(sizeof *rcpt);
 		size_t n = 1;
 
 		CASE("extract_rcpts: appends to a list");

@@ -96,7 +96,7 @@ static void
 test_ids(void)
 {
 	enum { N = 100000 };
-	char (*ids)[QUEUE_ID_LEN + 1] = malloc(N * sizeof *ids);
+	char (*ids)[QUEUE_ID_LEN + 1] = xmalloc(N * sizeof *ids);
 	struct timeval before, after;
 	uint64_t t = 0, lo, hi;
 	size_t i, k, bad_alpha = 0, bad_len = 0, dups = 0, unsorted = 0;
@@ -232,7 +232,7 @@ test_envelope(void)
 			envelope_clear(&got);
 		}
 		/* The message bytes follow; the envelope ends at its blank line. */
-		withbody = malloc(len + 12);
+		withbody = xmalloc(len + 12);
 		memcpy(withbody, buf, len);
 		memcpy(withbody + len, "\nbody\n\nx\n", 10);
 		r = envelope_parse(withbody, len + 10, &got, &consumed);
@@ -421,7 +421,7 @@ test_writer(struct queue *q)
 	int r;
 
 	CASE("writer: commit makes msg/ID visible and leaves tmp/ empty");
-	big = malloc(big_len + 200);
+	big = xmalloc(big_len + 200);
 	for (i = 0; i < big_len; i++)
 		big[i] = (char)(i * 7 + i / 991);
 	CHECK_INT(queue_writer_new(q, &env, &w), 0);
@@ -447,7 +447,7 @@ test_writer(struct queue *q)
 	r = queue_msg_open(q, id, &m);
 	CHECK_INT(r, 0);
 	if (r == 0) {
-		char *back = malloc(body_len + 1);
+		char *back = xmalloc(body_len + 1);
 
 		check_envelope_equal(&m->env, &env);
 		CHECK_STR(m->id, id);

@@ -143,7 +143,7 @@ run(struct rec *r, const char *in, size_t len, size_t chunk, bool eof, size_t *o
 		pos += n;
 		/* Flush the way sendmail does once the input at hand is used up. */
 		o = smtpd_output(s, &ol);
-		out = realloc(out, olen + ol + 1);
+		out = xrealloc(out, olen + ol + 1);
 		memcpy(out + olen, o, ol);
 		olen += ol;
 		smtpd_output_clear(s);
@@ -155,7 +155,7 @@ run(struct rec *r, const char *in, size_t len, size_t chunk, bool eof, size_t *o
 		size_t ol;
 
 		o = smtpd_output(s, &ol);
-		out = realloc(out, olen + ol + 1);
+		out = xrealloc(out, olen + ol + 1);
 		memcpy(out + olen, o, ol);
 		olen += ol;
 	}
@@ -461,7 +461,7 @@ static void
 test_long_line(void)
 {
 	size_t n = 5000, len, out_len, chunk;
-	char *in = malloc(n + 100), *out, *first = NULL;
+	char *in = xmalloc(n + 100), *out, *first = NULL;
 	struct rec r;
 	bool done;
 
@@ -482,20 +482,37 @@ test_long_line(void)
 	}
 	free(first);
 
-	CASE("a command line of 4096 bytes is fine");
-	len = (size_t)sprintf(in, "NOOP ");
-	memset(in + len, 'x', 4091);
-	len += 4091;
-	len += (size_t)sprintf(in + len, "\r\n");
-	memset(&r, 0, sizeof r);
-	out = run(&r, in, len, 1, false, &out_len, &done);
-	CHECK_STR(out, GREET "250 2.0.0 Ok\r\n");
-	free(out);
+	/* The limit holds wherever the pieces of the line end. */
+	{
+		static const struct {
+			size_t line;
+			const char *want;
+		} limits[] = {
+			{ 4096, GREET "250 2.0.0 Ok\r\n" },
+			{ 4097, GREET "500 5.5.2 Error: line too long\r\n" },
+		};
+		static const size_t pieces[] = { 0, 1, 2, 4096, 4097 };
+		size_t l, p;
+
+		for (l = 0; l < 2; l++)
+			for (p = 0; p < sizeof pieces / sizeof *pieces; p++) {
+				chunk = pieces[p];
+				CASE("a command line of %zu bytes, pieces of %zu", limits[l].line, chunk);
+				len = (size_t)sprintf(in, "NOOP ");
+				memset(in + len, 'x', limits[l].line - 5);
+				len = limits[l].line;
+				len += (size_t)sprintf(in + len, "\r\n");
+				memset(&r, 0, sizeof r);
+				out = run(&r, in, len, chunk, false, &out_len, &done);
+				CHECK_STR(out, limits[l].want);
+				free(out);
+			}
+	}
 
 	CASE("a long body line needs no memory for itself");
 	{
 		size_t body = 1 << 20, k;
-		char *big = malloc(body + 200);
+		char *big = xmalloc(body + 200);
 
 		len = (size_t)sprintf(big, "MAIL FROM:<a@x.example>\r\nRCPT TO:<b@x.example>\r\nDATA\r\n");
 		for (k = 0; k < body; k++)

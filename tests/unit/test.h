@@ -126,6 +126,30 @@ test_check_str(const char *got, const char *want, const char *file, int line, co
 		snprintf(test_case_name, sizeof test_case_name, __VA_ARGS__); \
 	} while (0)
 
+/* Memory for the tests themselves: none is a hard error (exit 99, as meson reads it). */
+static inline void *
+xmalloc(size_t size)
+{
+	void *p = malloc(size ? size : 1);
+
+	if (!p) {
+		fputs("out of memory\n", stderr);
+		exit(99);
+	}
+	return p;
+}
+
+static inline void *
+xrealloc(void *p, size_t size)
+{
+	p = realloc(p, size ? size : 1);
+	if (!p) {
+		fputs("out of memory\n", stderr);
+		exit(99);
+	}
+	return p;
+}
+
 static inline int
 test_exit(const char *name)
 {
