@@ -633,14 +633,25 @@ host_token_is_local(const char *t, size_t len, const struct localnames *ln)
  * "from" host, the host and address in the comment after it, and the "by"
  * host — is this machine (localhost, 127.0.0.0/8, ::1, the host's names or
  * addresses, *.localdomain), and it names at least one. Anything else is a
- * real hop and stays.
+ * real hop and stays. Local submissions that name a user instead (Exim's
+ * "with local", qmail's "invoked by uid") are local too.
  */
 bool
 received_is_local(const char *v, size_t len, const struct localnames *ln)
 {
 	size_t i = 0, s, e;
 	int hosts = 0;
+	bool with_local = false;
 
+	/* qmail's local injection names no host: "(qmail 123 invoked by uid 1000)". */
+	if (memmem(v, len, "invoked by uid", 14) || memmem(v, len, "invoked by alias", 16))
+		return true;
+	/* Exim's "from alice by myhost with local": the from is a user, not a host. */
+	while (rtoken(v, len, &i, &s, &e))
+		if (e - s == 4 && strncasecmp(v + s, "with", 4) == 0 && rtoken(v, len, &i, &s, &e) &&
+		    e - s >= 5 && strncasecmp(v + s, "local", 5) == 0)
+			with_local = true;
+	i = 0;
 	while (rtoken(v, len, &i, &s, &e)) {
 		size_t hl = e - s;
 		bool from = hl == 4 && strncasecmp(v + s, "from", 4) == 0;
@@ -652,7 +663,8 @@ received_is_local(const char *v, size_t len, const struct localnames *ln)
 			continue;
 		if (!rtoken(v, len, &i, &s, &e) || v[s] == '(' || v[s] == ';')
 			return false;
-		if (!host_token_is_local(v + s, e - s, ln))
+		if (!host_token_is_local(v + s, e - s, ln) &&
+		    !(from && with_local && v[s] != '[' && !memchr(v + s, '.', e - s)))
 			return false;
 		hosts++;
 		if (!from)
