@@ -281,7 +281,7 @@ config_load(const char *path, struct config **out, char **error)
 	c->path = g_strdup(path);
 	c->port = 465;
 	c->lifetime = 5 * 86400;
-	c->timeout = 120;
+	c->timeout = 60;
 	c->idle_exit = 30;
 
 	groups = g_key_file_get_groups(kf, NULL);

@@ -946,6 +946,31 @@ finish_msg(struct deliver *d, struct msgctx *mc)
 	}
 }
 
+static void
+duration_text(int64_t sec, char *buf, size_t len)
+{
+	if (sec >= 86400)
+		snprintf(buf, len, "%" PRId64 " day%s", sec / 86400, sec / 86400 == 1 ? "" : "s");
+	else if (sec >= 3600)
+		snprintf(buf, len, "%" PRId64 " hour%s", sec / 3600, sec / 3600 == 1 ? "" : "s");
+	else if (sec >= 60)
+		snprintf(buf, len, "%" PRId64 " minute%s", sec / 60, sec / 60 == 1 ? "" : "s");
+	else
+		snprintf(buf, len, "%" PRId64 " second%s", sec, sec == 1 ? "" : "s");
+}
+
+static void
+expired_text(const struct deliver *d, const char *last, char *buf, size_t len)
+{
+	char life[32];
+
+	duration_text(d->cfg->lifetime, life, sizeof life);
+	/* An earlier expiry's text is not nested in the new one. */
+	if (last && strncmp(last, "message expired", 15) == 0)
+		last = NULL;
+	snprintf(buf, len, "message expired after %s in the queue; last reply: %s", life, last ? last : "none");
+}
+
 /* The recipients still to do, and those that fail before any server sees them. */
 static size_t
 todo(struct deliver *d, struct msgctx *mc, char **out)
@@ -962,8 +987,7 @@ todo(struct deliver *d, struct msgctx *mc, char **out)
 		if (!message_address_sane(mc->rcpt[i])) {
 			record(d, mc, mc->rcpt[i], SMTP_FAIL, "5.1.3", "bad recipient address syntax");
 		} else if (expired) {
-			snprintf(why, sizeof why, "message expired after %" PRId64 " days in the queue; last reply: %s",
-			         d->cfg->lifetime / 86400, rs && rs->reply ? rs->reply : "none");
+			expired_text(d, rs && rs->reply ? rs->reply : mc->st.reply, why, sizeof why);
 			record(d, mc, mc->rcpt[i], SMTP_FAIL, "4.4.7", why);
 		} else if (mc->utf8 && !d->caps.smtputf8) {
 			record(d, mc, mc->rcpt[i], SMTP_FAIL, "5.6.7",
@@ -1083,8 +1107,13 @@ scan(struct deliver *d, char (**due)[QUEUE_ID_LEN + 1], size_t *n_due, struct de
 		size_t nr;
 		enum queue_status s;
 
-		if (queue_msg_open(d->q, ids[i], &m) < 0)
+		k = queue_msg_open(d->q, ids[i], &m);
+		if (k < 0) {
+			if (k != -ENOENT)
+				log_error("%s: unreadable message file (%s); message left alone", ids[i],
+				          k == -EPROTO ? "written by a newer outbox" : strerror(-k));
 			continue;
+		}
 		k = queue_state_load(d->q, ids[i], &st);
 		if (k < 0) {
 			log_error("%s: unreadable delivery state (%s); message left alone", ids[i], strerror(-k));
@@ -1108,7 +1137,33 @@ scan(struct deliver *d, char (**due)[QUEUE_ID_LEN + 1], size_t *n_due, struct de
 	return 0;
 }
 
-/* Every due message waits until `until` with the reason; attempts are not counted (login backoff). */
+/* A message past its lifetime that no server could be asked about: it fails now. */
+static void
+expire(struct deliver *d, const char *id, const char *why)
+{
+	struct msgctx mc = { 0 };
+	char *buf = malloc(CHUNK), text[700];
+	size_t i;
+
+	if (buf && msgctx_open(d, id, &mc, buf) == 0) {
+		expired_text(d, why, text, sizeof text);
+		for (i = 0; i < mc.n_rcpt; i++) {
+			const struct queue_rcpt_state *rs = queue_state_rcpt(&mc.st, mc.rcpt[i], false);
+
+			if (!rs || rs->status == QUEUE_RCPT_PENDING || rs->status == QUEUE_RCPT_DEFERRED)
+				record(d, &mc, mc.rcpt[i], SMTP_FAIL, "4.4.7", text);
+		}
+		finish_msg(d, &mc);
+	}
+	msgctx_clear(&mc);
+	free(buf);
+}
+
+/*
+ * Every due message waits until `until` with the reason. With count, the
+ * attempt counts and the backoff schedule decides (a message past its
+ * lifetime fails instead); without, attempts are not counted (login backoff).
+ */
 static void
 defer_all(struct deliver *d, char (*ids)[QUEUE_ID_LEN + 1], size_t n, const char *why, int64_t until,
           bool count)
@@ -1123,6 +1178,12 @@ defer_all(struct deliver *d, char (*ids)[QUEUE_ID_LEN + 1], size_t n, const char
 			continue;
 		if (queue_msg_lock(m, false) < 0 || queue_state_load(d->q, ids[i], &st) < 0) {
 			queue_msg_free(m);
+			continue;
+		}
+		if (count && st.attempts > 0 && now_s() >= m->env.arrival + d->cfg->lifetime) {
+			queue_state_clear(&st);
+			queue_msg_free(m);	/* expire() takes the lock again */
+			expire(d, ids[i], why);
 			continue;
 		}
 		if (count) {

@@ -4,7 +4,7 @@
  * keyring, checked against the server first), the queue and its messages,
  * and the state of the whole thing. Output is for people on a terminal
  * (aligned, relative times, colour unless NO_COLOR) and stable when piped;
- * "outbox queue --json" is for programs (schema in doc/queue-json.md).
+ * "outbox queue --json" is for programs (schema in outbox-queue(5)).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +21,8 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <glib.h>
 
 #include "config.h"
 #include "deliver.h"
@@ -318,10 +320,14 @@ load_view(struct queue **q, struct config **c, struct localnames *ln, struct vie
 }
 
 static void
-json_string(FILE *f, const char *s)
+json_string(FILE *f, const char *raw)
 {
+	/* JSON is UTF-8: invalid bytes (8-bit headers, odd addresses) become U+FFFD. */
+	g_autofree char *valid = g_utf8_make_valid(raw ? raw : "", -1);
+	const char *s = valid;
+
 	fputc('"', f);
-	for (; s && *s; s++) {
+	for (; *s; s++) {
 		unsigned char c = (unsigned char)*s;
 
 		if (c == '"' || c == '\\')
@@ -422,9 +428,9 @@ print_table(const struct view *v, FILE *f)
 	}
 }
 
-/* The message a prefix names, locked; exit status on failure. */
+/* The message a prefix names, locked when it is to be changed; exit status on failure. */
 static int
-open_msg(struct queue *q, const char *prefix, struct queue_msg **m)
+open_msg(struct queue *q, const char *prefix, bool lock, struct queue_msg **m)
 {
 	char id[QUEUE_ID_LEN + 1];
 	int r;
@@ -445,7 +451,7 @@ open_msg(struct queue *q, const char *prefix, struct queue_msg **m)
 		return fail(EX_NOINPUT, "message %s has just left the queue", id);
 	if (r < 0)
 		return fail(EX_DATAERR, "message %s: %s", id, strerror(-r));
-	r = queue_msg_lock(*m, false);
+	r = lock ? queue_msg_lock(*m, false) : 0;
 	if (r < 0) {
 		queue_msg_free(*m);
 		*m = NULL;
@@ -458,10 +464,12 @@ enum change {
 	CHANGE_HOLD,
 	CHANGE_RELEASE,
 	CHANGE_RETRY,
-	CHANGE_FLUSH,
 };
 
-/* Retry: failed and deferred recipients become pending again, due now. */
+/*
+ * Retry: failed and deferred recipients become pending again, due now, and
+ * the attempts start over, so a message that expired gets one more try.
+ */
 static int
 change_state(struct queue *q, struct queue_msg *m, enum change what)
 {
@@ -485,14 +493,8 @@ change_state(struct queue *q, struct queue_msg *m, enum change what)
 		for (i = 0; i < st.n_rcpt; i++)
 			if (st.rcpt[i].status == QUEUE_RCPT_FAILED || st.rcpt[i].status == QUEUE_RCPT_DEFERRED)
 				st.rcpt[i].status = QUEUE_RCPT_PENDING;
+		st.attempts = 0;
 		queue_state_log(&st, (int64_t)time(NULL), "retry requested by the user");
-		break;
-	case CHANGE_FLUSH:
-		if (st.next == 0 || st.hold) {
-			queue_state_clear(&st);
-			return 0;
-		}
-		st.next = 0;
 		break;
 	}
 	r = queue_state_save(q, m, &st);
@@ -554,7 +556,7 @@ cmd_show(int argc, char **argv)
 	r = load_view(&q, &c, &ln, &v);
 	if (r)
 		return r;
-	r = open_msg(q, argv[1], &m);
+	r = open_msg(q, argv[1], false, &m);
 	if (r)
 		goto out;
 	for (i = 0; i < v.n_msg; i++) {
@@ -678,7 +680,7 @@ cmd_change(int argc, char **argv, const char *name)
 	} else {
 		struct queue_msg *m = NULL;
 
-		r = open_msg(q, target, &m);
+		r = open_msg(q, target, true, &m);
 		if (r) {
 			queue_free(q);
 			return r;
@@ -723,9 +725,7 @@ cmd_change(int argc, char **argv, const char *name)
 static int
 cmd_flush(int argc, char **argv)
 {
-	char (*ids)[QUEUE_ID_LEN + 1] = NULL;
 	struct queue *q = NULL;
-	size_t n = 0, k;
 	int r;
 
 	(void)argv;
@@ -734,18 +734,8 @@ cmd_flush(int argc, char **argv)
 	r = open_queue(&q, false);
 	if (r)
 		return r;
-	if (q && queue_list(q, &ids, &n) == 0) {
-		for (k = 0; k < n; k++) {
-			struct queue_msg *m;
-
-			if (queue_msg_open(q, ids[k], &m) < 0)
-				continue;
-			if (queue_msg_lock(m, false) == 0)
-				(void)change_state(q, m, CHANGE_FLUSH);
-			queue_msg_free(m);
-		}
-	}
-	free(ids);
+	if (q)
+		(void)queue_flush(q);
 	queue_free(q);
 	ring();
 	return 0;
@@ -1035,16 +1025,23 @@ cmd_setup(int argc, char **argv)
 			return fail(EX_USAGE, "setup: unknown option %s (see outbox setup --help)", a);
 	}
 	config_default_path(&path);
-	if (access(path, F_OK) == 0) {
-		if (address || host || port || tls || ca_file) {
-			if (!isatty(STDIN_FILENO) ||
-			    !confirm("A configuration exists; replace it with the options given?")) {
-				fprintf(stderr, "Keeping %s.\n", path);
-				address = host = port = tls = ca_file = NULL;
+	bool write = access(path, F_OK) < 0;
+
+	if (!write && (address || host || port || tls || ca_file)) {
+		/* Never overwrite a configuration without asking. */
+		if (isatty(STDIN_FILENO) && confirm("A configuration exists; replace it with the options given?")) {
+			write = true;
+			if (!address && load_config(&c, false) == 0) {
+				snprintf(buf, sizeof buf, "%s", c->address);
+				address = buf;
+				config_free(c);
+				c = NULL;
 			}
+		} else {
+			fprintf(stderr, "Keeping %s.\n", path);
 		}
 	}
-	if (access(path, F_OK) < 0 || address) {
+	if (write) {
 		if (!address) {
 			if (!isatty(STDIN_FILENO)) {
 				free(path);

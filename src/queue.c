@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The queue: $XDG_DATA_HOME/outbox, mode 0700, format in doc/queue-format.md.
+ * The queue: $XDG_DATA_HOME/outbox, mode 0700, format in outbox-queue(5).
  *
  *   msg/ID     envelope and message bytes; whole or absent, never edited
  *   state/ID   delivery state; absent until the first attempt, replaced atomically
@@ -1025,4 +1025,49 @@ queue_account_hold(struct queue *q)
 	while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
 		text[--len] = '\0';
 	return text;
+}
+
+/*
+ * Makes a deferred message due now (outbox flush, sendmail -q); a held or
+ * never-tried message is left as it is. The caller holds the message's lock.
+ */
+int
+queue_msg_flush(struct queue *q, struct queue_msg *m)
+{
+	struct queue_state st;
+	int r;
+
+	r = queue_state_load(q, m->id, &st);
+	if (r < 0)
+		return r;
+	if (st.next != 0 && st.hold == QUEUE_HOLD_NONE) {
+		st.next = 0;
+		r = queue_state_save(q, m, &st);
+	}
+	queue_state_clear(&st);
+	return r;
+}
+
+/* Every deferred message due now; messages locked by a delivery in progress are skipped. */
+int
+queue_flush(struct queue *q)
+{
+	char (*ids)[QUEUE_ID_LEN + 1];
+	size_t n, i;
+	int r;
+
+	r = queue_list(q, &ids, &n);
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		struct queue_msg *m;
+
+		if (queue_msg_open(q, ids[i], &m) < 0)
+			continue;
+		if (queue_msg_lock(m, false) == 0)
+			(void)queue_msg_flush(q, m);
+		queue_msg_free(m);
+	}
+	free(ids);
+	return 0;
 }

@@ -104,6 +104,8 @@ int queue_msg_lock(struct queue_msg *m, bool wait);
 void queue_msg_free(struct queue_msg *m);
 int queue_msg_remove(struct queue *q, struct queue_msg *m);
 char *queue_account_hold(struct queue *q);
+int queue_msg_flush(struct queue *q, struct queue_msg *m);
+int queue_flush(struct queue *q);
 
 int envelope_parse(const char *buf, size_t len, struct envelope *env, size_t *consumed);
 char *envelope_format(const struct envelope *env, size_t *len);

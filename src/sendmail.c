@@ -642,9 +642,18 @@ main(int argc, char **argv)
 	case MODE_ALIASES:
 		/* Aliases live in the configuration file; there is no database to rebuild. */
 		break;
-	case MODE_FLUSH:
+	case MODE_FLUSH: {
+		struct queue *q;
+
+		/* As postqueue -f: deferred mail is due now. */
+		check_caller();
+		q = open_queue(false);
+		if (q)
+			(void)queue_flush(q);
+		queue_free(q);
 		(void)doorbell_ring();
 		break;
+	}
 	}
 	if (fflush(stdout) != 0 || ferror(stdout))
 		die(EX_IOERR, "write error on standard output");

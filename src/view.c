@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -74,6 +75,13 @@ view_load(struct queue *q, const struct config *c, const struct localnames *ln, 
 		r = queue_msg_open(q, ids[i], &qm);
 		if (r == -ENOENT)
 			continue;	/* delivered or deleted meanwhile */
+		if (r == -EBADMSG || r == -EPROTO || r == -EACCES) {
+			/* One bad file must not hide the rest of the queue. */
+			fprintf(stderr, "outbox: message %s is unreadable (%s); left alone\n", ids[i],
+			        r == -EPROTO ? "written by a newer outbox" : strerror(-r));
+			r = 0;
+			continue;
+		}
 		if (r < 0)
 			break;
 		memcpy(m->id, qm->id, sizeof m->id);
@@ -85,8 +93,14 @@ view_load(struct queue *q, const struct config *c, const struct localnames *ln, 
 			m->active = true;
 		queue_msg_free(qm);
 		r = queue_state_load(q, m->id, &m->st);
-		if (r < 0 && r != -EBADMSG)
+		if (r == -EBADMSG || r == -EPROTO) {
+			fprintf(stderr, "outbox: the delivery state of %s is unreadable; shown as never tried\n",
+			        m->id);
+			memset(&m->st, 0, sizeof m->st);
+		} else if (r < 0) {
+			envelope_clear(&m->env);
 			break;
+		}
 		if (c) {
 			r = message_resolve_sender(m->env.sender, &o, &m->sender);
 			if (r >= 0)
