@@ -59,7 +59,7 @@ test_minimal(void)
 		CHECK(c->password_command == NULL);
 		CHECK(c->token_command == NULL);
 		CHECK_INT(c->lifetime, 5 * 86400);
-		CHECK_INT(c->timeout, 120);
+		CHECK_INT(c->timeout, 60);
 		CHECK_INT(c->idle_exit, 30);
 		CHECK_INT(c->n_aliases, 0);
 	}
