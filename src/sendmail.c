@@ -281,6 +281,29 @@ add_rcpt(struct envelope *env, const char *addr)
 	env->n_rcpt++;
 }
 
+/* White space outside quotes and comments within s[from, to). */
+static bool
+has_gap(const char *s, size_t from, size_t to)
+{
+	bool quoted = false;
+	int comment = 0;
+	size_t i;
+
+	for (i = from; i < to; i++) {
+		if (s[i] == '\\' && i + 1 < to)
+			i++;
+		else if (!comment && s[i] == '"')
+			quoted = !quoted;
+		else if (!quoted && s[i] == '(')
+			comment++;
+		else if (!quoted && s[i] == ')' && comment)
+			comment--;
+		else if (!quoted && !comment && (s[i] == ' ' || s[i] == '\t'))
+			return true;
+	}
+	return false;
+}
+
 /* Each command-line recipient may be an address list ("a@x, Bob <b@y>"). */
 static void
 add_arg_rcpts(struct envelope *env, char **args, size_t n)
@@ -298,8 +321,16 @@ add_arg_rcpts(struct envelope *env, char **args, size_t n)
 			die(EX_TEMPFAIL, "out of memory");
 		if (nmb == 0)
 			die(EX_USAGE, "bad recipient address: %s", args[i]);
-		for (k = 0; k < nmb; k++)
+		for (k = 0; k < nmb; k++) {
+			/*
+			 * "a@b c@d" would read as one address "a@bc@d": words of a bare
+			 * address must not be apart (in <>, or quoted, they may).
+			 */
+			if (!mb[k].angle && has_gap(args[i], mb[k].addr_start, mb[k].addr_end))
+				die(EX_USAGE, "bad recipient address: %s (separate addresses with commas)",
+				    args[i]);
 			add_rcpt(env, mb[k].addr);
+		}
 		mailboxes_free(mb, nmb);
 	}
 }

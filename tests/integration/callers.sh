@@ -5,7 +5,7 @@
 # mail(), logwatch/mdadm and unattended-upgrades. Each message must be queued
 # byte for byte as given (header changes happen on the way out), with the
 # envelope those command lines ask for.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 host=$(hostname)
 

@@ -5,7 +5,7 @@
 # variable is unset, as under cron). A listener sees the connection only once
 # the message is in msg/; without a listener, with a stale socket, or with a
 # listener that never answers, sendmail still exits 0 at once.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 # listen PATH [BACKLOG_ONLY]: a unix socket listener in the background that
 # records, for each connection, how many messages msg/ held at that moment

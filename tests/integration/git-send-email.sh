@@ -3,7 +3,7 @@
 # git send-email on a real repository with two patches: two queued
 # messages, the envelope sender as given, and each patch's text byte-identical
 # to what git format-patch wrote (only the header section is git's own).
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 need git
 [ -x "$(git --exec-path)/git-send-email" ] ||
 	skip "git send-email is not installed (package git-email)"
@@ -16,14 +16,17 @@ git -C "$repo" config user.email ann@example.org
 printf 'first line\n' >"$repo/file"
 git -C "$repo" add file
 git -C "$repo" commit -qm 'initial'
-# A lone "." and a "From " line in the diff: only -i keeps them.
+# A lone "." in the commit message: only -i keeps what follows it.
 printf 'first line\nsecond\n.\nFrom here on\n' >"$repo/file"
 git -C "$repo" commit -qam 'add lines
 
-The new lines include a lone dot.'
+The new lines include a lone dot, like the one below:
+.
+Only sendmail -i keeps the rest of this message.'
 printf 'first line\nsecond\n.\nFrom here on\nGrüße, 8-bit\n' >"$repo/file"
 git -C "$repo" commit -qam 'add an 8-bit line'
 git -C "$repo" format-patch -q -2 -o "$T/patches"
+grep -qx '\.' "$T"/patches/0001-*.patch || { fail "format-patch dropped the lone '.' line"; finish; }
 set -- "$T"/patches/*.patch
 [ $# -eq 2 ] || { fail "format-patch made $# patches"; finish; }
 

@@ -3,7 +3,7 @@
 # NeoMutt in batch mode hands its messages to outbox-sendmail: the default
 # command line (-oem -oi -- RCPT), and the one with an envelope sender,
 # 8BITMIME and DSN options (-B8BITMIME -f ADDR -N ... -R ...).
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 need neomutt
 
 head -c 6000 /dev/urandom >"$T/attachment.bin"

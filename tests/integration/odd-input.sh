@@ -6,7 +6,7 @@
 # is sent with -oi, and where it has no lone "." line also without -i; cases
 # with a To: are sent with -t too. Then memory: a 50 MB message is streamed
 # through a small, fixed amount of memory.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 # exact NAME FILE [-t]: FILE is queued byte for byte to bob@example.org with
 # -oi and without -i (and with -t -i, taking bob@example.org from its To:).

@@ -4,7 +4,7 @@
 # accepted (and none of their values is taken for a recipient), unknown ones
 # are refused with exit 64 and one line, and no option makes outbox read or
 # write a file. Also: recipients, -t, -f, mailq and newaliases.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 printf 'Subject: options\n\nbody\n' >"$T/in"
 
@@ -151,6 +151,8 @@ refused "-ti (letters run together)" -ti bob@example.org
 refused "no recipients" -i
 refused "-f with a line break" -f $'alice@gmail.com\nrcpt evil@example.org' bob@example.org
 refused "a recipient with a line break" $'bob@example.org\nrcpt evil@example.org'
+refused "two addresses without a comma" 'bob@example.org carol@example.org'
+refused "a bare address with a space" 'bob smith@example.org'
 refused "-f without its value" -f
 refused "recipients with -bp" -bp bob@example.org
 

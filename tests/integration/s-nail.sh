@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # s-nail (mail(1)) with mta= pointing at outbox-sendmail: it calls
 # "sendmail -i [-F NAME -f ADDR] -- RCPTS" and pipes the message.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 need s-nail
 
 head -c 5000 /dev/urandom >"$T/attachment.bin"

@@ -4,7 +4,7 @@
 # pipe. The dialog is driven here as Alpine drives it: greeting, EHLO, MAIL,
 # RCPT, DATA with dot-stuffed lines, QUIT; then two transactions in one
 # session, pipelined; then the errors a client may meet.
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 # start_bs: runs sendmail -bs with its stdin and stdout on two pipes of ours.
 start_bs() {
@@ -25,7 +25,7 @@ send() {
 # reply: reads one (multi-line) reply into $reply (lines, CR removed) and $code.
 reply() {
 	local line
-	reply= code=
+	reply='' code=''
 	while IFS= read -r -t 10 line <&"$bs_out"; do
 		line=${line%$'\r'}
 		reply+=$line$'\n'

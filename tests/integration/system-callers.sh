@@ -8,7 +8,7 @@
 #
 # Needs root: it makes throwaway users (removed afterwards) and writes the
 # system configuration only when the machine has none (removed afterwards).
-. "${BASH_SOURCE%/*}/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 99
 
 [ "$(id -u)" -eq 0 ] || skip "must run as root (it creates throwaway users)"
 need useradd userdel setpriv

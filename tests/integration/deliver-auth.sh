@@ -1,0 +1,100 @@
+#!/bin/bash
+# Credentials: a refused login holds the whole queue (account-hold) without
+# burning retries or bouncing, and no further login is tried while held;
+# password-command supplies the password, and a failing one holds the queue
+# without connecting.
+. "${BASH_SOURCE%/*}/lib.sh"
+. "${BASH_SOURCE%/*}/lib-deliver.sh"
+
+# expect_nothing_decided: no recipient of any queued message was sent or failed.
+expect_nothing_decided() {
+	expect_state_lacks '^rcpt	(failed|sent)'
+}
+
+check "535 5.7.8 at AUTH: account-hold, nothing delivered or failed; no login while held; released when the hold goes"
+start_server
+write_config "account.password-command=echo wrong-password"
+queue_msg "held one"
+queue_msg "held two"
+od_once
+expect_od_rc 75
+expect_account_hold
+grep -q '535 5\.7\.8' "$Q/account-hold" 2>/dev/null || fail "account-hold does not give the reply: $(cat "$Q/account-hold" 2>/dev/null)"
+grep -q 'outbox login' "$Q/account-hold" 2>/dev/null || fail "account-hold does not tell the user to run outbox login"
+expect_eq "messages stored" "$(stored)" 0
+expect_eq "login attempts" "$(srv_count '^C AUTH ')" 1
+expect_count 2
+expect_nothing_decided
+expect_state_lacks '^attempts	[1-9]'
+c=$(srv_count '^CONNECT$')
+od_once
+expect_od_rc 75
+expect_eq "connections while held" "$(srv_count '^CONNECT$')" "$c"
+expect_count 2
+# The user fixes the password and the hold is lifted (what outbox login does).
+write_config
+rm -f "$Q/account-hold"
+od_once
+expect_od_rc 0
+expect_eq "messages stored after the release" "$(stored)" 2
+expect_empty_queue
+expect_no_account_hold
+stop_server
+
+check "534 5.7.9 (application-specific password required) holds the queue too"
+printf '%s\n' '[{"on": "auth", "reply": "534 5.7.9 Application-specific password required. Learn more at https://support.google.com/mail/?p=InvalidSecondFactor"}]' >"$T/script.json"
+start_server --script "$T/script.json"
+write_config
+queue_msg "app password"
+od_once
+expect_od_rc 75
+expect_account_hold
+expect_eq "messages stored" "$(stored)" 0
+expect_count 1
+expect_nothing_decided
+stop_server
+
+check "454 4.7.0 too many login attempts: no hold, deferred for long"
+printf '%s\n' '[{"on": "auth", "reply": "454 4.7.0 Too many login attempts, please try again later.", "times": 1}]' >"$T/script.json"
+start_server --script "$T/script.json"
+write_config
+queue_msg "backoff"
+single_msg
+od_once
+expect_od_rc 75
+expect_no_account_hold
+expect_count 1
+expect_nothing_decided
+next=$(state_of "${M##*/}" | sed -n 's/^next\t//p')
+now=$(date +%s)
+[ -n "$next" ] && [ "$next" -ge $((now + 1800)) ] || fail "not left alone for long: next=[$next], now=$now"
+stop_server
+
+check "password-command supplies the password"
+start_server
+write_config "account.password-command=echo $PW"
+queue_msg "password command"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored)" 1
+expect_empty_queue
+
+for cmd in "exit 3" "true" "echo $PW; exit 1"; do
+	check "a failing password-command ($cmd) holds the queue without connecting"
+	write_config "account.password-command=$cmd"
+	queue_msg "no password"
+	c=$(srv_count '^CONNECT$')
+	od_once
+	expect_od_rc 75
+	expect_eq "connections" "$(srv_count '^CONNECT$')" "$c"
+	expect_count 1
+	expect_nothing_decided
+	expect_no_account_hold
+	grep -q 'password-command' "$T/od.err" || fail "the log does not name password-command: $(cat "$T/od.err")"
+	write_config
+	od_once
+	expect_od_rc 0
+	expect_empty_queue
+done
+
+finish

@@ -1,0 +1,94 @@
+#!/bin/bash
+# The connection: a server that is down defers; a certificate that cannot be
+# verified (unknown CA, self-signed, wrong name, expired) or a STARTTLS
+# server that does not offer STARTTLS gets nothing after the handshake, and
+# the mail waits; STARTTLS mode delivers when TLS is there.
+. "${BASH_SOURCE%/*}/lib.sh"
+. "${BASH_SOURCE%/*}/lib-deliver.sh"
+
+# expect_deferred_kept: the one message is queued, deferred to a later time,
+# no recipient decided.
+expect_deferred_kept() {
+	local next
+	single_msg || return 1
+	next=$(state_of "${M##*/}" | sed -n 's/^next\t//p')
+	[ -n "$next" ] && [ "$next" -gt "$(date +%s)" ] || fail "not deferred to a later time: next=[$next]"
+	expect_state_lacks '^rcpt	(failed|sent)'
+	expect_no_account_hold
+}
+
+# expect_no_smtp: the server received no SMTP command at all on this server
+expect_no_smtp() {
+	local n
+	n=$(srv_count '^C ')
+	[ "$n" -eq 0 ] && return 0
+	fail "the client sent $n command(s): $(cut -d' ' -f2- "$SDIR/log" | grep '^C ' | head -3 | tr '\n' '|')"
+}
+
+check "server down (nothing listening): deferred, kept"
+PORT=$(free_port)
+write_config
+queue_msg "server down"
+od_once
+expect_od_rc 75
+expect_deferred_kept
+expect_state_has '^reply	.*(refused|connect)'
+
+for variant in unknown-ca --self-signed --wrong-name --expired; do
+	check "certificate not verifiable ($variant): nothing sent after the handshake, kept"
+	if [ "$variant" = unknown-ca ]; then
+		start_server
+		write_config "account.ca-file="	# the system store does not know the test CA
+	else
+		gen_certs "$T/certs$variant" "$variant"
+		start_server --cert-dir "$T/certs$variant"
+		write_config "account.ca-file=$T/certs$variant/ca.pem"
+	fi
+	queue_msg "bad cert $variant"
+	od_once
+	expect_od_rc 75
+	expect_no_smtp
+	expect_eq "messages stored" "$(stored)" 0
+	expect_deferred_kept
+	grep -qi 'certificate\|verif' "$T/od.err" || fail "the log does not say why: $(cat "$T/od.err")"
+	stop_server
+done
+
+check "implicit TLS against a plaintext server: no AUTH, no MAIL"
+start_server --tls none
+write_config
+queue_msg "plaintext server"
+od_once
+expect_od_rc 75
+expect_eq "AUTH or MAIL commands" "$(srv_count '^C (AUTH|MAIL)')" 0
+expect_deferred_kept
+stop_server
+
+check "tls = starttls: STARTTLS, then AUTH and the mail"
+start_server --tls starttls
+write_config "account.tls=starttls"
+queue_msg "starttls"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored)" 1
+json_of 1 tls 2>/dev/null | grep -q '"TLS1\.[23]"' || fail "the message did not come over TLS: $(json_of 1 tls 2>/dev/null)"
+first_starttls=$(cut -d' ' -f2- "$SDIR/log" | grep -n '^C STARTTLS' | head -1 | cut -d: -f1)
+first_auth=$(cut -d' ' -f2- "$SDIR/log" | grep -n '^C AUTH' | head -1 | cut -d: -f1)
+[ -n "$first_starttls" ] && [ -n "$first_auth" ] && [ "$first_starttls" -lt "$first_auth" ] ||
+	fail "AUTH was not after STARTTLS (STARTTLS at line [$first_starttls], AUTH at [$first_auth])"
+expect_empty_queue
+stop_server
+
+check "tls = starttls against a server without STARTTLS: nothing in the clear"
+start_server --tls none
+write_config "account.tls=starttls"
+queue_msg "no starttls"
+od_once
+expect_od_rc 75
+expect_eq "AUTH, MAIL, RCPT or DATA commands" "$(srv_count '^C (AUTH|MAIL|RCPT|DATA|BDAT)')" 0
+expect_eq "messages stored" "$(stored)" 0
+expect_deferred_kept
+grep -q 'STARTTLS' "$T/od.err" || fail "the log does not say STARTTLS is missing: $(cat "$T/od.err")"
+stop_server
+
+finish
