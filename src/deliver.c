@@ -650,6 +650,20 @@ send_body(struct deliver *d, struct msgctx *mc, char *buf, char *wbuf)
 	return k;
 }
 
+/* MAIL FROM with what the server offers: SIZE=, BODY=8BITMIME, SMTPUTF8. */
+static void
+mail_command(struct deliver *d, const struct msgctx *mc, char *mail, size_t len)
+{
+	size_t n = (size_t)snprintf(mail, len, "MAIL FROM:<%s>", mc->sender);
+
+	if (d->caps.size && n < len)
+		n += (size_t)snprintf(mail + n, len - n, " SIZE=%" PRIu64, mc->size);
+	if (mc->has_8bit && d->caps.eightbitmime && n < len)
+		n += (size_t)snprintf(mail + n, len - n, " BODY=8BITMIME");
+	if (mc->utf8 && n < len)
+		snprintf(mail + n, len - n, " SMTPUTF8");
+}
+
 /*
  * One SMTP transaction for up to BATCH_MAX recipients. With PIPELINING,
  * MAIL, every RCPT and DATA leave in one flight and the replies are matched
@@ -661,7 +675,7 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
             char *buf, char *wbuf, bool *hold)
 {
 	struct smtp_reply r = { 0 };
-	char mail[1024], dsn[16], *text = NULL;
+	char mail[1200], dsn[16], *text = NULL;
 	size_t i, accepted = 0;
 	bool *ok = calloc(n, sizeof *ok);
 	bool pipelining = d->caps.pipelining, data_sent = false;
@@ -670,14 +684,7 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 
 	if (!ok)
 		return -ENOMEM;
-	snprintf(mail, sizeof mail, "MAIL FROM:<%s>", mc->sender);
-	if (d->caps.size)
-		snprintf(mail + strlen(mail), sizeof mail - strlen(mail), " SIZE=%" PRIu64, mc->size);
-	if (mc->has_8bit && d->caps.eightbitmime)
-		strcat(mail, " BODY=8BITMIME");
-	if (mc->utf8)
-		strcat(mail, " SMTPUTF8");
-
+	mail_command(d, mc, mail, sizeof mail);
 	k = conn_printf(d->conn, "%s\r\n", mail);
 	for (i = 0; pipelining && k == 0 && i < n; i++)
 		k = conn_printf(d->conn, "RCPT TO:<%s>\r\n", rcpt[i]);
@@ -1080,6 +1087,374 @@ deliver_msg(struct deliver *d, struct msgctx *mc, char *buf, char *wbuf)
 }
 
 /*
+ * Pipelining across messages (RFC 2920 with RFC 3030 CHUNKING): with BDAT
+ * a whole transaction — MAIL, every RCPT, the body in BDAT chunks, the last
+ * with LAST — leaves without waiting for a reply, and the next message
+ * follows it at once. Up to WINDOW messages are in flight; their replies
+ * come back in the order the commands went out and are matched to them
+ * exactly: one for MAIL, one per RCPT, one per BDAT, one for each RSET.
+ *
+ * A transaction that fails is followed by an RSET in the stream. A 503
+ * ("bad sequence") is never a verdict on a recipient: it means the server
+ * was still in an earlier, failed transaction, so that message's state is
+ * left as it was and it is sent again after the RSET.
+ */
+#define WINDOW 16
+#define WINDOW_BYTES (4u << 20)
+
+struct flight {
+	struct msgctx mc;	/* holds the message's lock while in flight */
+	bool rset;		/* only an RSET: one reply to read and forget */
+	char **rcpt;		/* this transaction's recipients (in mc.rcpt) */
+	size_t n;
+	size_t chunks;		/* BDAT commands sent */
+	size_t bytes;
+	bool complete;		/* BDAT LAST went out whole */
+	int64_t started;	/* recipients decided before this are from an earlier try */
+};
+
+struct window {
+	struct flight *f[WINDOW + 1];
+	size_t n;
+	size_t bytes;
+	bool hold;		/* a credential problem was seen */
+	char (*requeue)[QUEUE_ID_LEN + 1];	/* to send again after a 503 */
+	size_t n_requeue;
+};
+
+static void
+flight_free(struct flight *f)
+{
+	if (!f)
+		return;
+	free(f->rcpt);
+	msgctx_clear(&f->mc);
+	free(f);
+}
+
+/* Encodes and queues one BDAT chunk for src (a piece of the message); last adds LAST. */
+static int
+bdat_chunk(struct deliver *d, struct flight *f, struct wire *w, const char *src, size_t len, bool last,
+           char *wbuf)
+{
+	size_t n = wire_encode(w, src, len, wbuf);
+	int k;
+
+	if (last)
+		n += wire_finish(w, wbuf + n);
+	if (n == 0 && !last)
+		return 0;
+	k = conn_printf(d->conn, "BDAT %zu%s\r\n", n, last ? " LAST" : "");
+	if (k == 0)
+		k = conn_write(d->conn, wbuf, n);
+	f->chunks++;
+	f->bytes += n;
+	/* Large bodies leave as they are read, in large writes. */
+	if (k == 0 && d->conn->out_len >= CHUNK)
+		k = conn_flush(d->conn);
+	return k;
+}
+
+/* Writes a whole transaction without waiting for any reply. */
+static int
+flight_send(struct deliver *d, struct flight *f, char *buf, char *wbuf)
+{
+	off_t off = f->mc.body, end = f->mc.m->body_offset + f->mc.m->size;
+	char mail[1200];
+	struct wire w;
+	size_t i, h;
+	int k;
+
+	mail_command(d, &f->mc, mail, sizeof mail);
+	k = conn_printf(d->conn, "%s\r\n", mail);
+	for (i = 0; k == 0 && i < f->n; i++)
+		k = conn_printf(d->conn, "RCPT TO:<%s>\r\n", f->rcpt[i]);
+	wire_init(&w, false);
+	for (h = 0; k == 0 && h < f->mc.hdr_len; h += CHUNK) {
+		size_t piece = f->mc.hdr_len - h < CHUNK ? f->mc.hdr_len - h : CHUNK;
+
+		k = bdat_chunk(d, f, &w, f->mc.hdr + h, piece, h + piece == f->mc.hdr_len && off >= end, wbuf);
+	}
+	while (k == 0 && off < end) {
+		ssize_t got = pread(f->mc.m->fd, buf, CHUNK, off);
+
+		if (got <= 0)
+			return got < 0 ? -errno : -EIO;
+		off += got;
+		k = bdat_chunk(d, f, &w, buf, (size_t)got, off >= end, wbuf);
+	}
+	if (k == 0)
+		k = conn_flush(d->conn);
+	if (k == 0)
+		f->complete = true;
+	return k;
+}
+
+/* Recipients of a flight not yet decided wait: the connection went away. */
+static void
+flight_lost(struct deliver *d, struct flight *f, int k)
+{
+	char why[300];
+	size_t i;
+
+	if (f->rset)
+		return;
+	if (f->complete)
+		snprintf(why, sizeof why,
+		         "lost connection with %s[%s] after end of data, before the reply (%s); "
+		         "the message may have been delivered",
+		         d->cfg->host, d->conn ? d->conn->peer : "?", err_text(k));
+	else
+		snprintf(why, sizeof why, "lost connection with %s[%s] while sending the message: %s",
+		         d->cfg->host, d->conn ? d->conn->peer : "?", err_text(k));
+	for (i = 0; i < f->n; i++) {
+		const struct queue_rcpt_state *rs = queue_state_rcpt(&f->mc.st, f->rcpt[i], false);
+
+		if (!rs || rs->status == QUEUE_RCPT_PENDING || rs->time < f->started)
+			record(d, &f->mc, f->rcpt[i], SMTP_DEFER, "4.4.2", why);
+	}
+	finish_msg(d, &f->mc);
+}
+
+static int
+push_rset(struct window *win)
+{
+	struct flight *f = calloc(1, sizeof *f);
+
+	if (!f)
+		return -ENOMEM;
+	f->rset = true;
+	win->f[win->n++] = f;
+	return 0;
+}
+
+/*
+ * Reads the replies of the oldest flight and records them. Returns <0 when
+ * the connection is gone (the caller gives up the rest of the window).
+ */
+static int
+flight_collect(struct deliver *d, struct window *win)
+{
+	struct flight *f = win->f[0];
+	struct smtp_reply r = { 0 };
+	bool mail_ok = false, failed = false, bad_sequence = false, *ok = NULL;
+	size_t i, accepted = 0, recorded = 0;
+	char dsn[16], *text = NULL, *chunk_error = NULL, chunk_dsn[16] = "";
+	enum smtp_verdict v, chunk_v = SMTP_OK;
+	int k;
+
+	memmove(win->f, win->f + 1, --win->n * sizeof *win->f);
+	win->bytes -= f->bytes;
+	if (f->rset) {
+		k = read_reply(d->conn, &r);
+		smtp_reply_clear(&r);
+		flight_free(f);
+		return k;
+	}
+	ok = calloc(f->n + 1, sizeof *ok);
+	if (!ok) {
+		flight_free(f);
+		return -ENOMEM;
+	}
+	/* MAIL */
+	k = read_reply(d->conn, &r);
+	if (k < 0)
+		goto lost;
+	v = smtp_classify(&r, SMTP_MAIL);
+	if (r.code == 503) {
+		bad_sequence = true;
+	} else if (v == SMTP_HOLD) {
+		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
+		if (!win->hold)
+			hold_account(d, text ? text : "authentication required");
+		win->hold = true;
+		failed = true;
+	} else if (v != SMTP_OK) {
+		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
+		if (!win->hold) {
+			record_all(d, &f->mc, f->rcpt, f->n, v, dsn, text ? text : "?");
+			recorded += f->n;
+		}
+		failed = true;
+	} else {
+		mail_ok = true;
+	}
+	free(text);
+	text = NULL;
+	smtp_reply_clear(&r);
+	/* RCPT, one reply each */
+	for (i = 0; i < f->n; i++) {
+		k = read_reply(d->conn, &r);
+		if (k < 0)
+			goto lost;
+		if (mail_ok) {
+			v = smtp_classify(&r, SMTP_RCPT);
+			if (r.code == 503) {
+				bad_sequence = true;
+			} else if (v == SMTP_OK) {
+				ok[i] = true;
+				accepted++;
+			} else if (!win->hold && v != SMTP_HOLD) {
+				reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
+				/* Too many recipients cannot happen below BATCH_MAX; if it does, later. */
+				record(d, &f->mc, f->rcpt[i], v == SMTP_TOO_MANY ? SMTP_DEFER : v, dsn,
+				       text ? text : "?");
+				recorded++;
+				free(text);
+				text = NULL;
+			}
+		}
+		smtp_reply_clear(&r);
+	}
+	/* BDAT, one reply each; the last one's is the verdict on the message */
+	for (i = 0; i < f->chunks; i++) {
+		bool last = i + 1 == f->chunks;
+
+		k = read_reply(d->conn, &r);
+		if (k < 0)
+			goto lost;
+		v = smtp_classify(&r, SMTP_DATA_END);
+		if (r.code == 503 && !failed) {
+			bad_sequence = true;
+		} else if (v != SMTP_OK && !chunk_error) {
+			chunk_v = v;
+			reply_parts(&r, &chunk_error, chunk_dsn, sizeof chunk_dsn, "BDAT");
+		}
+		if (last && accepted && !bad_sequence) {
+			if (chunk_error) {
+				if (!win->hold && chunk_v != SMTP_HOLD) {
+					for (size_t j = 0; j < f->n; j++)
+						if (ok[j])
+							record(d, &f->mc, f->rcpt[j], chunk_v, chunk_dsn, chunk_error);
+					recorded += accepted;
+				}
+			} else {
+				reply_parts(&r, &text, dsn, sizeof dsn, NULL);
+				for (size_t j = 0; j < f->n; j++)
+					if (ok[j])
+						record(d, &f->mc, f->rcpt[j], SMTP_OK, dsn, text ? text : "?");
+				recorded += accepted;
+				free(text);
+				text = NULL;
+			}
+		}
+		smtp_reply_clear(&r);
+	}
+	if (chunk_error || !accepted)
+		failed = true;
+	if (bad_sequence && !recorded) {
+		/* Never tried for real: its state stays, and it goes again after the RSET. */
+		void *nv = realloc(win->requeue, (win->n_requeue + 1) * sizeof *win->requeue);
+
+		if (nv) {
+			win->requeue = nv;
+			memcpy(win->requeue[win->n_requeue++], f->mc.m->id, QUEUE_ID_LEN + 1);
+		}
+	} else if (recorded) {
+		finish_msg(d, &f->mc);
+	}
+	free(chunk_error);
+	free(ok);
+	flight_free(f);
+	/* A failed transaction may leave the server in it: reset before what follows. */
+	if (failed || bad_sequence) {
+		k = conn_printf(d->conn, "RSET\r\n");
+		if (k == 0)
+			k = conn_flush(d->conn);
+		if (k == 0)
+			k = push_rset(win);
+	}
+	return k;
+lost:
+	smtp_reply_clear(&r);
+	free(chunk_error);
+	free(ok);
+	flight_lost(d, f, k);
+	flight_free(f);
+	return k;
+}
+
+/* Gives up the window after a lost connection: every open recipient waits. */
+static void
+window_lost(struct deliver *d, struct window *win, int k)
+{
+	size_t i;
+
+	for (i = 0; i < win->n; i++) {
+		flight_lost(d, win->f[i], k);
+		flight_free(win->f[i]);
+	}
+	win->n = 0;
+	win->bytes = 0;
+	d->conn_broken = true;
+	session_close(d, false);
+}
+
+static int
+window_drain(struct deliver *d, struct window *win)
+{
+	int k = 0;
+
+	while (win->n > 0 && k >= 0)
+		k = flight_collect(d, win);
+	if (k < 0)
+		window_lost(d, win, k);
+	return k;
+}
+
+/* Can this message go pipelined? At most BATCH_MAX recipients to do, all sane. */
+static bool
+pipelinable(struct deliver *d, struct msgctx *mc, char ***rcpt, size_t *n)
+{
+	char **v;
+
+	if (!d->caps.pipelining || !d->caps.chunking || !message_address_sane(mc->sender))
+		return false;
+	v = calloc(mc->n_rcpt + 1, sizeof *v);
+	if (!v)
+		return false;
+	*n = todo(d, mc, v);
+	if (*n == 0 || *n > BATCH_MAX) {
+		free(v);
+		return false;
+	}
+	*rcpt = v;
+	return true;
+}
+
+/*
+ * Sends a message into the window (collecting the oldest flights first when
+ * it is full). <0: the connection is gone; everything in flight was deferred.
+ */
+static int
+window_send(struct deliver *d, struct window *win, struct flight *f, char *buf, char *wbuf)
+{
+	int k = 0;
+
+	while (k >= 0 && (win->n >= WINDOW || (win->n && win->bytes >= WINDOW_BYTES)))
+		k = flight_collect(d, win);
+	if (k >= 0) {
+		if (f->mc.from_hdr && f->mc.st.attempts == 0)
+			log_event(LOG_NOTICE, f->mc.m->id, NULL, NULL,
+			          "%s: From: <%s> is not the account <%s>: Gmail rewrites it unless it is a "
+			          "verified \"Send mail as\" address", f->mc.m->id, f->mc.from_hdr,
+			          d->cfg->address);
+		log_event(LOG_INFO, f->mc.m->id, NULL, NULL, "%s: from=<%s>, size=%" PRIu64 ", nrcpt=%zu",
+		          f->mc.m->id, f->mc.sender, f->mc.size, f->n);
+		f->started = now_s();
+		k = flight_send(d, f, buf, wbuf);
+		win->f[win->n++] = f;
+		win->bytes += f->bytes;
+	} else {
+		flight_lost(d, f, k);
+		flight_free(f);
+	}
+	if (k < 0)
+		window_lost(d, win, k);
+	return k;
+}
+
+/*
  * Reads the queue: which messages are due now, when the next deferred one
  * is, and how many wait. Corrupt state files are reported and skipped, never
  * guessed at (guessing could send twice).
@@ -1212,7 +1587,8 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 {
 	char (*due)[QUEUE_ID_LEN + 1] = NULL;
 	char *hold, err[600] = "", *buf = NULL, *wbuf = NULL;
-	size_t n_due = 0, i;
+	struct window win = { 0 };
+	size_t n_due = 0, n_total, requeued = 0, i;
 	enum secret_status ss;
 	int k;
 
@@ -1249,28 +1625,49 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 		free(due);
 		return 0;
 	}
+	n_total = n_due;
 	buf = malloc(CHUNK);
 	wbuf = malloc(3 * CHUNK + 8);
 	if (!buf || !wbuf) {
 		k = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < n_due; i++) {
-		struct msgctx mc;
+	for (i = 0;; i++) {
+		struct flight *f;
 		enum msg_result mr;
 
-		if (d->stop && d->stop(d->userdata))
-			break;
+		/* Messages a 503 turned back go again, once, after the others. */
+		if (win.n_requeue && requeued < n_due) {
+			void *nv = realloc(due, (n_total + win.n_requeue) * sizeof *due);
+
+			if (nv) {
+				due = nv;
+				memcpy(due + n_total, win.requeue, win.n_requeue * sizeof *due);
+				n_total += win.n_requeue;
+				requeued += win.n_requeue;
+			}
+			win.n_requeue = 0;
+		}
+		if (i >= n_total || win.hold || (d->stop && d->stop(d->userdata))) {
+			if (win.n == 0 || !d->conn)
+				break;
+			(void)window_drain(d, &win);
+			i--;
+			if (win.hold || (d->stop && d->stop(d->userdata)))
+				break;
+			continue;
+		}
 		if (!d->conn) {
 			enum smtp_verdict v;
 
 			if (d->connections >= CONNECTIONS_PER_RUN) {
-				defer_all(d, due + i, n_due - i, "too many lost connections; trying later",
+				defer_all(d, due + i, n_total - i, "too many lost connections; trying later",
 				          0, true);
 				break;
 			}
 			v = session_open(d, err, sizeof err);
-			note_error(d, NULL, err);
+			if (v != SMTP_OK)
+				note_error(d, NULL, err);
 			if (v == SMTP_HOLD) {
 				hold_account(d, err);
 				res->outcome = DELIVER_HELD_ACCOUNT;
@@ -1279,40 +1676,61 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 			}
 			if (v == SMTP_BACKOFF) {
 				log_warning("%s; leaving the server alone for an hour", err);
-				defer_all(d, due + i, n_due - i, err, now_s() + LOGIN_BACKOFF, false);
+				defer_all(d, due + i, n_total - i, err, now_s() + LOGIN_BACKOFF, false);
 				break;
 			}
 			if (v != SMTP_OK) {
 				log_warning("%s", err);
-				defer_all(d, due + i, n_due - i, err, 0, true);
+				defer_all(d, due + i, n_total - i, err, 0, true);
 				break;
 			}
 		}
 		if (d->status) {
 			char line[300];
 
-			snprintf(line, sizeof line, "sending %zu/%zu to %s", i + 1, n_due, d->cfg->host);
+			snprintf(line, sizeof line, "sending %zu/%zu to %s", i + 1, n_total, d->cfg->host);
 			d->status(d->userdata, line);
 		}
-		k = msgctx_open(d, due[i], &mc, buf);
+		f = calloc(1, sizeof *f);
+		if (!f)
+			break;
+		k = msgctx_open(d, due[i], &f->mc, buf);
 		if (k < 0) {
 			if (k != -ENOENT && k != -EWOULDBLOCK)
 				log_error("%s: cannot read the message: %s", due[i], strerror(-k));
-			msgctx_clear(&mc);
+			flight_free(f);
 			k = 0;
 			continue;
 		}
-		mr = deliver_msg(d, &mc, buf, wbuf);
-		msgctx_clear(&mc);
+		if (pipelinable(d, &f->mc, &f->rcpt, &f->n)) {
+			(void)window_send(d, &win, f, buf, wbuf);
+			continue;
+		}
+		/* Anything else goes alone, after what is in flight. */
+		if (window_drain(d, &win) < 0) {
+			flight_free(f);
+			i--;		/* reconnect and take it again */
+			continue;
+		}
+		mr = deliver_msg(d, &f->mc, buf, wbuf);
+		flight_free(f);
 		if (mr == MSG_HOLD) {
-			res->outcome = DELIVER_HELD_ACCOUNT;
-			free(hold);
-			hold = queue_account_hold(d->q);
-			snprintf(res->reason, sizeof res->reason, "%s", hold ? hold : "account problem");
+			win.hold = true;
 			break;
 		}
 		if (mr == MSG_CONN_LOST)
 			session_close(d, false);
+	}
+	if (win.n && d->conn)
+		(void)window_drain(d, &win);
+	for (i = 0; i < win.n; i++)
+		flight_free(win.f[i]);
+	free(win.requeue);
+	if (win.hold) {
+		res->outcome = DELIVER_HELD_ACCOUNT;
+		free(hold);
+		hold = queue_account_hold(d->q);
+		snprintf(res->reason, sizeof res->reason, "%s", hold ? hold : "account problem");
 	}
 	k = 0;
 out:
