@@ -392,22 +392,37 @@ out:
 	return r;
 }
 
+enum { ALIAS_NEW, ALIAS_ON_PATH, ALIAS_DONE };
+
+/*
+ * Depth first, each name expanded once per lookup: met again on its own
+ * path it is a loop, which leads nowhere (the account); met again elsewhere
+ * its addresses are out already. Without this "a = b, b, b" and "a = a, a"
+ * multiplied at every level, to billions of addresses by depth 8.
+ */
 static int
-alias_resolve(struct config *c, const char *local, unsigned depth, GPtrArray *out)
+alias_resolve(struct config *c, const char *local, unsigned depth, unsigned char *state,
+              GPtrArray *out)
 {
 	size_t i, k;
 
 	for (i = 0; i < c->n_aliases; i++) {
 		if (g_ascii_strcasecmp(c->aliases[i].name, local) != 0)
 			continue;
+		if (state[i] == ALIAS_DONE)
+			return 0;
+		if (state[i] == ALIAS_ON_PATH)
+			break;
+		state[i] = ALIAS_ON_PATH;
 		for (k = 0; k < c->aliases[i].n_to; k++) {
 			const char *t = c->aliases[i].to[k];
 
 			if (strchr(t, '@') || depth >= 8)
 				g_ptr_array_add(out, g_strdup(strchr(t, '@') ? t : c->address));
 			else
-				alias_resolve(c, t, depth + 1, out);
+				alias_resolve(c, t, depth + 1, state, out);
 		}
+		state[i] = ALIAS_DONE;
 		return 0;
 	}
 	g_ptr_array_add(out, g_strdup(c->address));
@@ -424,10 +439,12 @@ config_alias(void *config, const char *local, char ***out, size_t *n)
 	struct config *c = config;
 	GPtrArray *a = g_ptr_array_new();
 	char *lp = g_ascii_strdown(local, -1), *at = strrchr(lp, '@');
+	unsigned char *state = g_new0(unsigned char, c->n_aliases + 1);
 
 	if (at)
 		*at = '\0';
-	alias_resolve(c, lp, 0, a);
+	alias_resolve(c, lp, 0, state, a);
+	g_free(state);
 	g_free(lp);
 	*n = a->len;
 	*out = (char **)g_ptr_array_free(a, FALSE);

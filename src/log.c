@@ -4,6 +4,8 @@
  * fields to search by (OUTBOX_ID=, OUTBOX_RCPT=, OUTBOX_STATUS=); to stderr
  * when there is no journal. Callers never pass a secret here.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,15 @@
 #include <systemd/sd-journal.h>
 
 #include "log.h"
+
+static bool to_stderr = true;
+
+/* The outbox command says what matters itself; its deliveries log to the journal only. */
+void
+log_stderr(bool on)
+{
+	to_stderr = on;
+}
 
 void
 log_event(int priority, const char *id, const char *rcpt, const char *status, const char *fmt, ...)
@@ -42,8 +53,8 @@ log_event(int priority, const char *id, const char *rcpt, const char *status, co
 		iov[i].iov_len = strlen(fields[i]);
 	}
 	/* sd_journal_sendv() says nothing when there is no journal: look first. */
-	if (access("/run/systemd/journal/socket", W_OK) < 0 || sd_journal_sendv(iov, n) < 0)
-		fprintf(stderr, "outboxd: %s\n", msg);
+	if ((access("/run/systemd/journal/socket", W_OK) < 0 || sd_journal_sendv(iov, n) < 0) && to_stderr)
+		fprintf(stderr, "%s: %s\n", program_invocation_short_name, msg);
 	for (i = 0; i < n; i++)
 		free(fields[i]);
 	free(msg);

@@ -824,7 +824,8 @@ rewrite_field(FILE *f, const struct header_field *h, bool sender, const struct m
  * Received fields dropped, local addresses rewritten (senders to the
  * account, recipients through the aliases), Date, Message-ID and From added
  * when missing; always ends with the blank line. Other fields are copied
- * byte for byte. Line ends may be LF or CRLF; wire_encode makes them CRLF.
+ * byte for byte, but for a bare CR. Line ends may be LF or CRLF;
+ * wire_encode makes them CRLF.
  */
 int
 message_out_headers(const char *hdr, size_t len, const struct message_out *o, char **out, size_t *out_len)
@@ -832,7 +833,7 @@ message_out_headers(const char *hdr, size_t len, const struct message_out *o, ch
 	bool has_date = false, has_msgid = false, has_from = false;
 	struct header_field h;
 	char *buf = NULL;
-	size_t size = 0, pos = 0;
+	size_t size = 0, pos = 0, i;
 	FILE *f;
 	int r = 0;
 
@@ -894,6 +895,14 @@ message_out_headers(const char *hdr, size_t len, const struct message_out *o, ch
 		free(buf);
 		return r;
 	}
+	/*
+	 * RFC 5322 2.2: CR only in CRLF. wire_encode ends a line at a bare CR, so
+	 * one left here would start a field the server sees and we did not (a
+	 * "Bcc:" after it would leave): it becomes a space.
+	 */
+	for (i = 0; i + 1 < size; i++)
+		if (buf[i] == '\r' && buf[i + 1] != '\n')
+			buf[i] = ' ';
 	*out = buf;
 	*out_len = size;
 	return 0;

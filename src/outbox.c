@@ -28,6 +28,7 @@
 #include "deliver.h"
 #include "doorbell.h"
 #include "fs.h"
+#include "log.h"
 #include "message.h"
 #include "queue.h"
 #include "secret.h"
@@ -186,6 +187,7 @@ read_secret(const char *prompt, struct secret *out)
 			if (buf[i] != ' ')
 				buf[j++] = buf[i];
 		len = j;
+		buf[len] = '\0';
 	}
 	if (len == 0) {
 		explicit_bzero(buf, sizeof buf);
@@ -228,6 +230,8 @@ advice(const char *err)
 	if (strstr(err, "not trusted") || strstr(err, "certificate"))
 		return "The server's TLS certificate is not trusted; outbox never sends without a "
 		       "trusted one (set ca-file for a private server).";
+	if (strstr(err, "no password for"))
+		return "Store the app password in the keyring with: outbox login";
 	if (strstr(err, "keyring") || strstr(err, "Secret Service"))
 		return "Unlock your keyring (log in to the desktop, or open your password manager) "
 		       "and try again.";
@@ -433,10 +437,20 @@ static int
 open_msg(struct queue *q, const char *prefix, bool lock, struct queue_msg **m)
 {
 	char id[QUEUE_ID_LEN + 1];
+	size_t plen = strlen(prefix);
 	int r;
 
-	if (!q)
+	if (!q) {
+		/* Junk is a usage error whether or not the queue exists yet. */
+		if (plen == 0 || plen > QUEUE_ID_LEN)
+			return fail(EX_USAGE, "not a queue ID: %s", prefix);
+		memset(id, '0', QUEUE_ID_LEN);
+		memcpy(id, prefix, plen);
+		id[QUEUE_ID_LEN] = '\0';
+		if (!queue_id_valid(id))
+			return fail(EX_USAGE, "not a queue ID: %s", prefix);
 		return fail(EX_NOINPUT, "no message %s: the queue is empty", prefix);
+	}
 	r = queue_resolve_prefix(q, prefix, id);
 	if (r == -EINVAL)
 		return fail(EX_USAGE, "not a queue ID: %s", prefix);
@@ -1257,6 +1271,7 @@ main(int argc, char **argv)
 	const char *nc = getenv("NO_COLOR");
 	size_t i;
 
+	log_stderr(false);
 	color = isatty(STDOUT_FILENO) && !(nc && nc[0]) && getenv("TERM") && strcmp(getenv("TERM"), "dumb");
 	if (argc < 2) {
 		usage(stderr);

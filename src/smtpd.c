@@ -171,10 +171,13 @@ parse_path(const char *arg, const char *prefix, const char **params)
 
 		/* A quoted local part may hold '>' */
 		for (q = p + 1; *q && *q != '>'; q++)
-			if (*q == '"')
+			if (*q == '"') {
 				for (q++; *q && *q != '"'; q++)
 					if (*q == '\\' && q[1])
 						q++;
+				if (!*q)
+					break;	/* unterminated: the loop's q++ would pass the NUL */
+			}
 		if (*q != '>')
 			return NULL;
 		e = q;
@@ -421,6 +424,8 @@ smtpd_feed(struct smtpd *s, const char *buf, size_t len)
 {
 	size_t pos = 0;
 
+	if (len == 0)
+		return 0;	/* nothing new: what is buffered waits for more already */
 	if (s->in_len + len > s->in_cap) {
 		size_t cap = s->in_len + len + 4096;
 		char *nb = realloc(s->in, cap);
