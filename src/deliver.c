@@ -898,8 +898,10 @@ enqueue_bounce(struct deliver *d, struct msgctx *mc)
 	env.rcpt = rcpt;
 	env.n_rcpt = 1;
 	if (queue_writer_new(d->q, &env, &w) == 0) {
-		if (queue_writer_write(w, body, len) == 0 && queue_writer_commit(w, id) == 0)
+		if (queue_writer_write(w, body, len) == 0 && queue_writer_commit(w, id) == 0) {
 			log_info("%s: sender non-delivery notification: %s", mc->m->id, id);
+			d->bounced++;
+		}
 		else
 			queue_writer_free(w);
 	}
@@ -1582,8 +1584,8 @@ defer_all(struct deliver *d, char (*ids)[QUEUE_ID_LEN + 1], size_t n, const char
 	}
 }
 
-int
-deliver_run(struct deliver *d, struct deliver_result *res)
+static int
+run_pass(struct deliver *d, struct deliver_result *res)
 {
 	char (*due)[QUEUE_ID_LEN + 1] = NULL;
 	char *hold, err[600] = "", *buf = NULL, *wbuf = NULL;
@@ -1611,7 +1613,9 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 		free(due);
 		return 0;
 	}
-	if (d->cfg->token_command)
+	if (d->secret.value)
+		ss = SECRET_FOUND;	/* from the first pass */
+	else if (d->cfg->token_command)
 		ss = secret_command(d->cfg->token_command, &d->secret, err, sizeof err);
 	else
 		ss = secret_lookup(d->cfg, &d->secret, err, sizeof err);
@@ -1734,8 +1738,6 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 	}
 	k = 0;
 out:
-	session_close(d, true);
-	secret_wipe(&d->secret);
 	write_last(d);
 	free(buf);
 	free(wbuf);
@@ -1757,6 +1759,23 @@ out:
 		}
 		free(again);
 	}
+	return k;
+}
+
+int
+deliver_run(struct deliver *d, struct deliver_result *res)
+{
+	int k;
+
+	d->bounced = 0;
+	k = run_pass(d, res);
+	/* Bounce reports queued by this pass go out now, on the same connection. */
+	if (k == 0 && d->bounced && res->outcome == DELIVER_IDLE) {
+		d->bounced = 0;
+		k = run_pass(d, res);
+	}
+	session_close(d, true);
+	secret_wipe(&d->secret);
 	return k;
 }
 

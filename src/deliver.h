@@ -26,6 +26,7 @@ struct deliver {
 	bool (*stop)(void *userdata);
 	void *userdata;
 	unsigned sent, deferred, failed;
+	unsigned bounced;	/* bounce reports queued in this pass */
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */
 };
