@@ -289,7 +289,8 @@ main(int argc, char **argv)
 	config_default_path(&dm.cfg_path);
 	if (load_config(&dm) < 0) {
 		sd_notifyf(0, "STATUS=configuration error in %s", dm.cfg_path);
-		return EX_CONFIG;
+		status = EX_CONFIG;
+		goto out;
 	}
 	r = queue_default_path(&qpath);
 	if (r >= 0)
@@ -297,21 +298,22 @@ main(int argc, char **argv)
 	if (r == -ENOENT) {
 		/* No queue yet: nothing was ever queued, so nothing to do. */
 		sd_notify(0, "READY=1\nSTATUS=no queue yet");
-		free(qpath);
-		return EX_OK;
+		status = EX_OK;
+		goto out;
 	}
 	if (r < 0) {
 		log_error("cannot open the queue %s: %s", qpath ? qpath : "?", strerror(-r));
-		return EX_CANTCREAT;
+		status = EX_CANTCREAT;
+		goto out;
 	}
-	free(qpath);
 	deliver_sweep(dm.q);
 
 	if (!dm.once) {
 		r = sd_listen_fds(1);
 		if (r > 1) {
 			log_error("expected one socket from systemd, got %d", r);
-			return EX_USAGE;
+			status = EX_USAGE;
+			goto out;
 		}
 		if (r == 1) {
 			dm.listen_fd = SD_LISTEN_FDS_START;
@@ -320,11 +322,13 @@ main(int argc, char **argv)
 			r = bind_socket(&dm);
 			if (r == -EADDRINUSE) {
 				log_info("another outboxd answers the doorbell; leaving it the queue");
-				return EX_OK;
+				status = EX_OK;
+				goto out;
 			}
 			if (r < 0) {
 				log_error("cannot listen on the doorbell socket: %s", strerror(-r));
-				return EX_OSERR;
+				status = EX_OSERR;
+				goto out;
 			}
 			dm.listen_fd = r;
 		}
@@ -333,6 +337,8 @@ main(int argc, char **argv)
 	sd_notify(0, "READY=1\nSTATUS=starting");
 	status = run(&dm);
 	sd_notify(0, "STOPPING=1");
+out:
+	free(qpath);
 	if (dm.own_socket) {
 		unlink(dm.own_socket);
 		free(dm.own_socket);
