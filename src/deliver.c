@@ -1113,6 +1113,7 @@ struct flight {
 	size_t bytes;
 	bool complete;		/* BDAT LAST went out whole */
 	int64_t started;	/* recipients decided before this are from an earlier try */
+	bool rset_first;	/* RSET before MAIL: an earlier flight's transaction may be open */
 };
 
 struct window {
@@ -1168,7 +1169,9 @@ flight_send(struct deliver *d, struct flight *f, char *buf, char *wbuf)
 	int k;
 
 	mail_command(d, &f->mc, mail, sizeof mail);
-	k = conn_printf(d->conn, "%s\r\n", mail);
+	k = f->rset_first ? conn_printf(d->conn, "RSET\r\n") : 0;
+	if (k == 0)
+		k = conn_printf(d->conn, "%s\r\n", mail);
 	for (i = 0; k == 0 && i < f->n; i++)
 		k = conn_printf(d->conn, "RCPT TO:<%s>\r\n", f->rcpt[i]);
 	wire_init(&w, false);
@@ -1258,6 +1261,13 @@ flight_collect(struct deliver *d, struct window *win)
 		flight_free(f);
 		return -ENOMEM;
 	}
+	/* RSET: whatever it says, MAIL's reply tells how this transaction starts */
+	if (f->rset_first) {
+		k = read_reply(d->conn, &r);
+		smtp_reply_clear(&r);
+		if (k < 0)
+			goto lost;
+	}
 	/* MAIL */
 	k = read_reply(d->conn, &r);
 	if (k < 0)
@@ -1316,7 +1326,8 @@ flight_collect(struct deliver *d, struct window *win)
 		if (k < 0)
 			goto lost;
 		v = smtp_classify(&r, SMTP_DATA_END);
-		if (r.code == 503 && !failed) {
+		/* After a chunk of this message was refused, 503s are its own transaction's end. */
+		if (r.code == 503 && !failed && !chunk_error) {
 			bad_sequence = true;
 		} else if (v != SMTP_OK && !chunk_error) {
 			chunk_v = v;
@@ -1444,6 +1455,12 @@ window_send(struct deliver *d, struct window *win, struct flight *f, char *buf, 
 		log_event(LOG_INFO, f->mc.m->id, NULL, NULL, "%s: from=<%s>, size=%" PRIu64 ", nrcpt=%zu",
 		          f->mc.m->id, f->mc.sender, f->mc.size, f->n);
 		f->started = now_s();
+		/*
+		 * A transaction still in flight may fail and stay open at the server
+		 * (every RCPT refused): without an RSET this message's RCPTs and
+		 * chunks would join it, and go out under its MAIL FROM.
+		 */
+		f->rset_first = win->n > 0;
 		k = flight_send(d, f, buf, wbuf);
 		win->f[win->n++] = f;
 		win->bytes += f->bytes;

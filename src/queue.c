@@ -296,16 +296,19 @@ envelope_parse(const char *buf, size_t len, struct envelope *env, size_t *consum
 		vlen = (size_t)(nl - val);
 #define KEY(k) (klen == sizeof(k) - 1 && memcmp(p, k, klen) == 0)
 		if (first) {
-			char *e;
+			char num[16], *e;
 			long v;
 
 			if (!KEY("outbox-queue") || vlen == 0 || vlen > 9) {
 				r = -EBADMSG;
 				goto fail;
 			}
+			/* buf has no NUL, and strtol skips white space, the LF too: a copy */
+			memcpy(num, val, vlen);
+			num[vlen] = '\0';
 			errno = 0;
-			v = strtol(val, &e, 10);
-			if (e != nl || v < 1) {
+			v = strtol(num, &e, 10);
+			if (*e || v < 1) {
 				r = -EBADMSG;
 				goto fail;
 			}
@@ -315,10 +318,17 @@ envelope_parse(const char *buf, size_t len, struct envelope *env, size_t *consum
 			}
 			first = false;
 		} else if (KEY("arrival")) {
-			char *e;
+			char num[24], *e;
 
-			env->arrival = strtoll(val, &e, 10);
-			if (e != nl || vlen == 0) {
+			if (vlen == 0 || vlen >= sizeof num) {
+				r = -EBADMSG;
+				goto fail;
+			}
+			memcpy(num, val, vlen);
+			num[vlen] = '\0';
+			errno = 0;
+			env->arrival = strtoll(num, &e, 10);
+			if (*e || errno) {
 				r = -EBADMSG;
 				goto fail;
 			}
@@ -622,13 +632,26 @@ out:
 	return r;
 }
 
-/* -EWOULDBLOCK when another process holds the message and wait is false. */
+/*
+ * -EWOULDBLOCK when another process holds the message and wait is false;
+ * -ENOENT when it was removed (delivered, deleted) between open and lock.
+ */
 int
 queue_msg_lock(struct queue_msg *m, bool wait)
 {
+	struct stat st;
+
 	while (flock(m->fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
 		if (errno != EINTR)
 			return -errno;
+	}
+	/* The holder we waited for may have sent and unlinked it: not ours to send again. */
+	st.st_nlink = 1;
+	if (fstat(m->fd, &st) < 0 || st.st_nlink == 0) {
+		int r = st.st_nlink == 0 ? -ENOENT : -errno;
+
+		(void)flock(m->fd, LOCK_UN);
+		return r;
 	}
 	m->locked = true;
 	return 0;

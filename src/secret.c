@@ -123,7 +123,12 @@ secret_lookup(const struct config *c, struct secret *out, char *err, size_t errl
 	memset(out, 0, sizeof *out);
 	if (c->password_command)
 		return secret_command(c->password_command, out, err, errlen);
-	svc = secret_service_get_sync(SECRET_SERVICE_NONE, NULL, &error);
+	/*
+	 * A proxy of our own each time, not libsecret's shared one: that one
+	 * stays bound to the keyring daemon that answered first, and a daemon
+	 * that keeps running would never see a restarted keyring.
+	 */
+	svc = secret_service_open_sync(SECRET_TYPE_SERVICE, NULL, SECRET_SERVICE_NONE, NULL, &error);
 	if (!svc) {
 		snprintf(err, errlen, "no Secret Service: %s", error ? error->message : "unknown error");
 		return SECRET_UNAVAILABLE;

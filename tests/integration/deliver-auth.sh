@@ -1,8 +1,9 @@
 #!/bin/bash
 # Credentials: a refused login holds the whole queue (account-hold) without
-# burning retries or bouncing, and no further login is tried while held;
-# password-command supplies the password, and a failing one holds the queue
-# without connecting.
+# burning retries or bouncing, and no further login is tried while held; a
+# 530 in the middle of a session holds too, and nothing is lost or sent
+# twice; 454 backs off for long; password-command supplies the password, and
+# a failing one holds the queue without connecting.
 . "${BASH_SOURCE%/*}/lib.sh"
 . "${BASH_SOURCE%/*}/lib-deliver.sh"
 
@@ -40,6 +41,30 @@ expect_eq "messages stored after the release" "$(stored)" 2
 expect_empty_queue
 expect_no_account_hold
 stop_server
+
+for mode in chunking data; do
+	set_mode $mode
+	check "[$MODE] 530 5.7.0 at the MAIL of message 3 of 5: queue held, none failed, each message exactly once after the release"
+	printf '%s\n' '[{"on": "mail", "skip": 2, "times": 1, "reply": "530 5.7.0 Authentication Required."}]' >"$T/script.json"
+	start_server "${MODE_ARGS[@]}" --script "$T/script.json"
+	write_config
+	for i in 1 2 3 4 5; do
+		queue_msg "mid $i"
+	done
+	od_once
+	expect_od_rc 75
+	expect_account_hold
+	expect_state_lacks '^rcpt	(failed|deferred)'
+	expect_eq "copies of message 3" "$(stored '^Subject: mid 3')" 0
+	rm -f "$Q/account-hold"
+	od_once
+	expect_od_rc 0
+	for i in 1 2 3 4 5; do
+		expect_eq "copies of message $i" "$(stored "^Subject: mid $i")" 1
+	done
+	expect_empty_queue
+	stop_server
+done
 
 check "534 5.7.9 (application-specific password required) holds the queue too"
 printf '%s\n' '[{"on": "auth", "reply": "534 5.7.9 Application-specific password required. Learn more at https://support.google.com/mail/?p=InvalidSecondFactor"}]' >"$T/script.json"

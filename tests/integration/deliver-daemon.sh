@@ -1,8 +1,9 @@
 #!/bin/bash
 # outboxd as a service: started by socket activation when sendmail rings the
 # doorbell, delivering within seconds and leaving once idle; started by
-# hand, binding the doorbell itself; SIGHUP re-reads the configuration;
-# SIGTERM stops it.
+# hand, binding the doorbell itself and telling a service manager READY,
+# STATUS and STOPPING; a broken configuration (exit 78, the mail waits);
+# SIGHUP re-reads the configuration; SIGTERM stops it.
 . "${BASH_SOURCE%/*}/lib.sh"
 . "${BASH_SOURCE%/*}/lib-deliver.sh"
 need systemd-socket-activate
@@ -55,9 +56,20 @@ run -i bob@example.com <<<"Subject: after exit"
 expect_ok
 expect_count 1
 
-check "started by hand: binds the doorbell itself, delivers, a second one leaves it alone, exits when idle"
+check "started by hand: binds the doorbell itself, delivers, a second one leaves it alone, exits when idle; tells a service manager READY, STATUS, STOPPING"
+# A stand-in for the service manager's notification socket.
+"$SPY" - "$T/notify.sock" "$T/notify.log" <<'PY' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+with open(sys.argv[2], "ab", buffering=0) as log:
+    while True:
+        log.write(s.recv(4096) + b"\n")
+PY
+_od_pids+=("$!")
+wait_for 5 test -S "$T/notify.sock" || fail "no notification socket"
 queue_msg "before the daemon"
-"$OD" >"$T/hand.out" 2>"$T/hand.err" &
+NOTIFY_SOCKET=$T/notify.sock "$OD" >"$T/hand.out" 2>"$T/hand.err" &
 od=$!
 _od_pids+=("$od")
 wait_for 5 listening || fail "outboxd does not listen on $SOCK"
@@ -76,6 +88,27 @@ fi
 [ ! -e "$SOCK" ] || fail "outboxd left its socket $SOCK behind"
 expect_empty_queue
 sed 's/^/    | /' "$T/hand.err"
+sed 's/^/    notify | /' "$T/notify.log"
+for want in 'READY=1' 'STATUS=sending 1/1 to localhost' 'STATUS=idle' 'STOPPING=1'; do
+	grep -q "^$want" "$T/notify.log" || fail "no $want notification"
+done
+
+check "a broken or missing configuration: exit 78 with one line naming file, line and key; the mail waits"
+queue_msg "config error"
+printf '[account]\naddress = alice@gmail.com\ntls = sometimes\n' >"$XDG_CONFIG_HOME/outbox/config"
+rc=0
+timeout 10 "$OD" --once >/dev/null 2>"$T/cfg.err" || rc=$?
+expect_eq "exit status with a bad tls value" "$rc" 78
+expect_eq "error lines" "$(wc -l <"$T/cfg.err")" 1
+grep -q 'config:3: \[account\] tls' "$T/cfg.err" || fail "the error does not name the line and key: $(cat "$T/cfg.err")"
+rm "$XDG_CONFIG_HOME/outbox/config"
+rc=0
+timeout 10 "$OD" >/dev/null 2>"$T/cfg.err" || rc=$?
+expect_eq "exit status without a configuration" "$rc" 78
+grep -q 'outbox setup' "$T/cfg.err" || fail "no hint to run outbox setup: $(cat "$T/cfg.err")"
+expect_count 1
+[ -z "$(ls -A "$Q/state")" ] || fail "a configuration error touched the message's state"
+write_config "delivery.idle-exit=2s"
 
 check "SIGHUP re-reads the configuration; a broken one is refused and the old one kept; SIGTERM stops"
 port_a=$PORT sdir_a=$SDIR

@@ -1,8 +1,10 @@
 #!/bin/bash
 # The password from a real Secret Service (gnome-keyring in a private D-Bus
 # session): outbox's own attributes, msmtp's, a missing password, a locked
-# keyring (held without a prompt, without connecting) and its unlocking,
-# and no Secret Service at all.
+# keyring (held without a prompt, without connecting) and its unlocking; the
+# service waiting on a locked keyring and sending once it is unlocked (within
+# its 30 s recheck) or once the keyring daemon was restarted; no Secret
+# Service at all.
 if [ -z "${OUTBOX_TEST_IN_DBUS:-}" ]; then
 	for p in dbus-run-session dbus-monitor gnome-keyring-daemon secret-tool gdbus; do
 		command -v "$p" >/dev/null || { echo "SKIP: $p is not installed"; exit 77; }
@@ -121,6 +123,78 @@ wait_for 5 sh -c "gdbus call --session --dest org.freedesktop.secrets --object-p
 od_once
 expect_od_rc 0
 expect_eq "messages stored" "$(stored '^Subject: keyring locked')" 1
+expect_empty_queue
+
+# unlock_login: unlocks the login collection in the running keyring daemon,
+# with its password, as the login manager does (no prompt).
+unlock_login() {
+	"$SPY" - "$KEYRING_PW" "$LOGIN" <<'PY'
+import sys
+from gi.repository import Gio, GLib
+bus = Gio.bus_get_sync(Gio.BusType.SESSION, None)
+r = bus.call_sync("org.freedesktop.secrets", "/org/freedesktop/secrets", "org.freedesktop.Secret.Service",
+                  "OpenSession", GLib.Variant("(sv)", ("plain", GLib.Variant("s", ""))),
+                  GLib.VariantType("(vo)"), Gio.DBusCallFlags.NONE, -1, None)
+session = r.unpack()[1]
+bus.call_sync("org.freedesktop.secrets", "/org/freedesktop/secrets",
+              "org.gnome.keyring.InternalUnsupportedGuiltRiddenInterface", "UnlockWithMasterPassword",
+              GLib.Variant("(o(oayays))", (sys.argv[2], (session, b"", sys.argv[1].encode(), "text/plain"))),
+              None, Gio.DBusCallFlags.NONE, -1, None)
+PY
+}
+
+# start_service: outboxd as a service (idle-exit 2 s), its log in $T/svc.err.
+start_service() {
+	write_config "account.password-command=" "delivery.idle-exit=2s"
+	: >"$T/svc.err"
+	"$OD" >"$T/svc.out" 2>"$T/svc.err" &
+	svc=$!
+	_od_pids+=("$svc")
+}
+
+lock_login() {
+	gdbus call --session --dest org.freedesktop.secrets --object-path /org/freedesktop/secrets \
+		--method org.freedesktop.Secret.Service.Lock "['$LOGIN']" >/dev/null || fail "cannot lock the keyring"
+}
+
+check "outboxd as a service, keyring locked: holds without connecting, stays; unlocked as at login, the mail leaves within about 30 s"
+lock_login
+queue_msg "unlocked later"
+c=$(srv_count '^CONNECT$')
+start_service
+wait_for 10 grep -q 'locked' "$T/svc.err" || fail "the service did not say the keyring is locked"
+sleep 3	# longer than idle-exit: a held queue is not an idle one
+kill -0 "$svc" 2>/dev/null || fail "the service left while mail waits for the keyring"
+expect_eq "connections while locked" "$(srv_count '^CONNECT$')" "$c"
+if unlock_login; then
+	login_locked | grep -q false || fail "the keyring did not unlock"
+	unlocked=$SECONDS
+	if wait_for 40 has_stored 1 '^Subject: unlocked later'; then
+		echo "    sent $((SECONDS - unlocked)) s after the unlock"
+	else
+		fail "not sent within 40 s of the unlock"
+	fi
+else
+	fail "cannot unlock the keyring through gnome-keyring's interface"
+fi
+kill "$svc" 2>/dev/null
+wait "$svc" 2>/dev/null
+sed 's/^/    | /' "$T/svc.err"
+expect_empty_queue
+
+check "outboxd as a service, keyring locked, then the keyring daemon restarted unlocked: the mail leaves at the next doorbell"
+lock_login
+queue_msg "new keyring daemon"
+start_service
+wait_for 10 grep -q 'locked' "$T/svc.err" || fail "the service did not say the keyring is locked"
+echo -n "$KEYRING_PW" | gnome-keyring-daemon --replace --unlock --components=secrets >/dev/null 2>&1
+wait_for 5 sh -c "gdbus call --session --dest org.freedesktop.secrets --object-path $LOGIN --method org.freedesktop.DBus.Properties.Get org.freedesktop.Secret.Collection Locked 2>/dev/null | grep -q false" ||
+	fail "the new keyring daemon is not unlocked"
+queue_msg "rings the doorbell"
+wait_for 10 has_stored 1 '^Subject: new keyring daemon' || fail "not sent after the keyring daemon was replaced"
+kill "$svc" 2>/dev/null
+wait "$svc" 2>/dev/null
+sed 's/^/    | /' "$T/svc.err"
 expect_empty_queue
 
 check "no Secret Service at all: held, no connection, no hang"

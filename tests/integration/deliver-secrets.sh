@@ -15,7 +15,7 @@ PWCMD='echo tQ9-zebra-$((5000 + 521))-Vq'
 if [ "$(id -u)" -eq 0 ]; then
 	need setpriv
 	USER_ID=65534
-	AS_USER=(setpriv --reuid=$USER_ID --regid=$USER_ID --clear-groups --)
+	AS_USER=(setpriv "--reuid=$USER_ID" "--regid=$USER_ID" --clear-groups --)
 	chown -R $USER_ID:$USER_ID "$HOME" "$XDG_RUNTIME_DIR"
 else
 	USER_ID=$(id -u)
@@ -68,8 +68,8 @@ sed 's/^/    | /' "$T/sec.err"
 expect_eq "outboxd --once exit status" "$rc" 0
 expect_eq "messages stored (the server checked the password)" "$(stored)" 1
 
-check "after the delivery: no password in any file under HOME or in outboxd's log"
-l=$(grep -rlF -- "$PW" "$HOME" 2>/dev/null)
+check "after the delivery: no password in any file under HOME or XDG_RUNTIME_DIR, or in outboxd's log"
+l=$(grep -rlF -- "$PW" "$HOME" "$XDG_RUNTIME_DIR" 2>/dev/null)
 [ -z "$l" ] || fail "the password is in: $l"
 grep -qF -- "$PW" "$T/sec.err" && fail "the password is in outboxd's log"
 # A refused password is not logged either (the reply and the mechanism are).

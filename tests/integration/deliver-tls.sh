@@ -1,8 +1,9 @@
 #!/bin/bash
-# The connection: a server that is down defers; a certificate that cannot be
-# verified (unknown CA, self-signed, wrong name, expired) or a STARTTLS
-# server that does not offer STARTTLS gets nothing after the handshake, and
-# the mail waits; STARTTLS mode delivers when TLS is there.
+# The connection: a server that is down defers (past the lifetime, the
+# message fails); a certificate that cannot be verified (unknown CA,
+# self-signed, wrong name, expired) or a STARTTLS server that does not offer
+# STARTTLS gets nothing after the handshake, and the mail waits; STARTTLS
+# mode delivers when TLS is there.
 . "${BASH_SOURCE%/*}/lib.sh"
 . "${BASH_SOURCE%/*}/lib-deliver.sh"
 
@@ -33,6 +34,22 @@ od_once
 expect_od_rc 75
 expect_deferred_kept
 expect_state_has '^reply	.*(refused|connect)'
+
+check "server down past the message's lifetime: failed (4.4.7) with the last error, reported, not retried forever"
+PORT=$(free_port)
+write_config "delivery.lifetime=2s"
+queue_msg "expires"
+single_msg
+id=${M##*/}
+od_once
+expect_od_rc 75
+expect_state_lacks '^rcpt	failed'
+sleep 2.2
+od_once
+grep -qP '^rcpt\tfailed\t[0-9]+\tbob@example\.com\tmessage expired after 2 seconds .*last reply: .*refused' "$Q/state/$id" 2>/dev/null ||
+	fail "not failed as expired with the last error: $(state_of "$id" | grep '^rcpt')"
+[ -f "$Q/msg/$id" ] || fail "the expired message left the queue"
+expect_count 2	# and the bounce report, waiting for the server
 
 for variant in unknown-ca --self-signed --wrong-name --expired; do
 	check "certificate not verifiable ($variant): nothing sent after the handshake, kept"

@@ -19,6 +19,8 @@
 #   has_stored N [REGEX]              at least N of them (for wait_for)
 #   rcpt_deliveries ADDR              how often ADDR was a RCPT of a stored message
 #   state_of ID / state_all           the state file(s)
+#   set_mode chunking|data            $MODE_ARGS for start_server: the pipelined
+#                                     BDAT path (Gmail offers CHUNKING) or DATA
 
 [ -n "${OUTBOX_OUTBOXD:-}" ] && [ -x "$OUTBOX_OUTBOXD" ] || {
 	echo "OUTBOX_OUTBOXD must name the built outboxd" >&2
@@ -232,4 +234,28 @@ expect_no_account_hold() {
 # expect_od_rc N
 expect_od_rc() {
 	[ "$od_rc" -eq "$1" ] || fail "outboxd --once exited $od_rc, expected $1"
+}
+
+# set_mode chunking|data: which of outboxd's two ways of sending the next
+# start_server's offer makes it take: CHUNKING with PIPELINING (what Gmail
+# offers: BDAT, pipelined across messages) or, without CHUNKING, DATA.
+set_mode() {
+	MODE=$1
+	case $MODE in
+	chunking) MODE_ARGS=() ;;
+	data) MODE_ARGS=(--no-chunking) ;;
+	*) echo "set_mode: $1?" >&2; exit 99 ;;
+	esac
+}
+set_mode chunking
+
+# expect_via VIA: every message the server stored came by VIA (DATA or BDAT).
+expect_via() {
+	local f v
+	for f in "$SDIR"/mail/*.json; do
+		[ -f "$f" ] || continue
+		v=$("$SPY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["via"])' "$f")
+		[ "$v" = "$1" ] || { fail "$(basename "$f") came by $v, expected $1"; return 1; }
+	done
+	return 0
 }
