@@ -28,23 +28,40 @@ doorbell_path(char **out)
 	return n < 0 ? -ENOMEM : 0;
 }
 
+/* The doorbell's socket address; *path (when asked for) is the caller's to free. */
+int
+doorbell_address(struct sockaddr_un *sa, char **path)
+{
+	char *p;
+	int r;
+
+	r = doorbell_path(&p);
+	if (r < 0)
+		return r;
+	if (strlen(p) >= sizeof sa->sun_path) {
+		free(p);
+		return -ENAMETOOLONG;
+	}
+	memset(sa, 0, sizeof *sa);
+	sa->sun_family = AF_UNIX;
+	strcpy(sa->sun_path, p);
+	if (path)
+		*path = p;
+	else
+		free(p);
+	return 0;
+}
+
 /* Never blocks: a full backlog or a dead socket only means the mail waits. */
 int
 doorbell_ring(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char *path;
-	int fd, r = 0;
+	struct sockaddr_un sa;
+	int fd, r;
 
-	r = doorbell_path(&path);
+	r = doorbell_address(&sa, NULL);
 	if (r < 0)
 		return r;
-	if (strlen(path) >= sizeof sa.sun_path) {
-		free(path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	free(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;

@@ -95,18 +95,13 @@ load_config(struct daemon *dm)
 static int
 bind_socket(struct daemon *dm)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa;
 	char *path;
 	int fd, r;
 
-	r = doorbell_path(&path);
+	r = doorbell_address(&sa, &path);
 	if (r < 0)
 		return r;
-	if (strlen(path) >= sizeof sa.sun_path) {
-		free(path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0) {
 		free(path);
