@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1601,6 +1602,48 @@ defer_all(struct deliver *d, char (*ids)[QUEUE_ID_LEN + 1], size_t n, const char
 	}
 }
 
+/* The password (or token) for opening a session; held outcome when there is none. */
+static int
+need_secret(struct deliver *d, size_t n_due, struct deliver_result *res)
+{
+	enum secret_status ss;
+	char err[600] = "";
+
+	if (d->secret.value)
+		return 0;
+	if (d->cfg->token_command)
+		ss = secret_command(d->cfg->token_command, &d->secret, err, sizeof err);
+	else
+		ss = secret_lookup(d->cfg, &d->secret, err, sizeof err);
+	if (ss == SECRET_FOUND)
+		return 0;
+	res->outcome = DELIVER_HELD_SECRET;
+	snprintf(res->reason, sizeof res->reason, "%s", err);
+	note_error(d, NULL, err);
+	write_last(d);
+	log_event(LOG_WARNING, NULL, NULL, "held", "holding %zu message%s: %s", n_due, n_due == 1 ? "" : "s",
+	          err);
+	return -EACCES;
+}
+
+/*
+ * A session kept open from the last run: usable if the server has said
+ * nothing meanwhile (no 421, no close) and answers a NOOP.
+ */
+static bool
+session_alive(struct deliver *d)
+{
+	struct pollfd p = { .fd = d->conn->fd, .events = POLLIN };
+	struct smtp_reply r = { 0 };
+	bool ok;
+
+	if (d->conn_broken || conn_has_input(d->conn) || poll(&p, 1, 0) != 0)
+		return false;
+	ok = command(d, "NOOP", &r) == 0 && r.code == 250;
+	smtp_reply_clear(&r);
+	return ok;
+}
+
 static int
 run_pass(struct deliver *d, struct deliver_result *res)
 {
@@ -1608,7 +1651,6 @@ run_pass(struct deliver *d, struct deliver_result *res)
 	char *hold, err[600] = "", *buf = NULL, *wbuf = NULL;
 	struct window win = { 0 };
 	size_t n_due = 0, n_total, requeued = 0, i;
-	enum secret_status ss;
 	int k;
 
 	memset(res, 0, sizeof *res);
@@ -1630,19 +1672,10 @@ run_pass(struct deliver *d, struct deliver_result *res)
 		free(due);
 		return 0;
 	}
-	if (d->secret.value)
-		ss = SECRET_FOUND;	/* from the first pass */
-	else if (d->cfg->token_command)
-		ss = secret_command(d->cfg->token_command, &d->secret, err, sizeof err);
-	else
-		ss = secret_lookup(d->cfg, &d->secret, err, sizeof err);
-	if (ss != SECRET_FOUND) {
-		res->outcome = DELIVER_HELD_SECRET;
-		snprintf(res->reason, sizeof res->reason, "%s", err);
-		note_error(d, NULL, err);
-		write_last(d);
-		log_event(LOG_WARNING, NULL, NULL, "held", "holding %zu message%s: %s", n_due,
-		          n_due == 1 ? "" : "s", err);
+	/* An open session (kept from a moment ago) needs no password. */
+	if (d->conn && !session_alive(d))
+		session_close(d, false);
+	if (!d->conn && need_secret(d, n_due, res) < 0) {
 		free(due);
 		return 0;
 	}
@@ -1686,6 +1719,8 @@ run_pass(struct deliver *d, struct deliver_result *res)
 				          0, true);
 				break;
 			}
+			if (need_secret(d, n_total - i, res) < 0)
+				break;
 			v = session_open(d, err, sizeof err);
 			if (v != SMTP_OK)
 				note_error(d, NULL, err);
@@ -1791,9 +1826,18 @@ deliver_run(struct deliver *d, struct deliver_result *res)
 		d->bounced = 0;
 		k = run_pass(d, res);
 	}
-	session_close(d, true);
+	/* The session may stay for the next doorbell (a burst of mail); the secret never does. */
+	if (!d->linger || res->outcome != DELIVER_IDLE || d->conn_broken)
+		session_close(d, true);
 	secret_wipe(&d->secret);
 	return k;
+}
+
+/* Ends a session kept open by deliver_run() with linger. */
+void
+deliver_close(struct deliver *d)
+{
+	session_close(d, true);
 }
 
 /* outbox login: does the server take this password? 0 yes; -EACCES no (err says why). */

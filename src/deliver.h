@@ -27,6 +27,7 @@ struct deliver {
 	void *userdata;
 	unsigned sent, deferred, failed;
 	unsigned bounced;	/* bounce reports queued in this pass */
+	bool linger;		/* keep the session open after a run (outboxd) */
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */
 };
@@ -47,5 +48,6 @@ struct deliver_result {
 int deliver_init(struct deliver *d, struct queue *q, const struct config *cfg);
 void deliver_clear(struct deliver *d);
 int deliver_run(struct deliver *d, struct deliver_result *res);
+void deliver_close(struct deliver *d);
 int deliver_check_login(const struct config *cfg, const struct secret *secret, char *err, size_t errlen);
 void deliver_sweep(struct queue *q);

@@ -32,6 +32,7 @@
 #include "queue.h"
 
 #define KEYRING_RECHECK_MS 30000
+#define LINGER_MS 10000
 
 struct daemon {
 	struct queue *q;
@@ -42,6 +43,7 @@ struct daemon {
 	char *own_socket;	/* bound by us (not socket activation): removed at exit */
 	bool once;
 	char status[800];
+	struct deliver d;	/* one for the daemon's life: its session may outlast a run */
 };
 
 static void
@@ -155,70 +157,108 @@ describe(struct daemon *dm, const struct deliver_result *res)
 	set_status(dm, text);
 }
 
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Deliver, then wait: for the doorbell, a signal, the next deferred retry, a
+ * locked keyring's recheck, or the idle exit. After a run the session stays
+ * open for LINGER_MS, so a burst of mail (a git send-email series rings once
+ * a message) shares one connection and one login.
+ */
 static int
 run(struct daemon *dm)
 {
 	struct deliver_result res;
-	int exit_status = EX_OK;
+	int status = EX_OK;
 
+	if (deliver_init(&dm->d, dm->q, dm->cfg) < 0)
+		return EX_OSERR;
 	for (;;) {
-		struct deliver d;
-		struct pollfd p[2];
-		int timeout, n;
-		int64_t now;
+		int64_t deadline, linger_end = 0;
+		bool woken = false;
 
-		if (deliver_init(&d, dm->q, dm->cfg) < 0)
-			return EX_OSERR;
-		d.status = status_cb;
-		d.stop = stop_cb;
-		d.userdata = dm;
-		if (deliver_run(&d, &res) < 0)
+		dm->d.status = status_cb;
+		dm->d.stop = stop_cb;
+		dm->d.userdata = dm;
+		dm->d.linger = !dm->once;
+		if (deliver_run(&dm->d, &res) < 0)
 			log_error("cannot read the queue %s", dm->q->path);
-		deliver_clear(&d);
 		describe(dm, &res);
-		if (dm->once)
-			return res.waiting || res.outcome != DELIVER_IDLE ? EX_TEMPFAIL : EX_OK;
-
-		/* Sleep until the next retry, or recheck a locked keyring, or leave when idle. */
-		now = (int64_t)time(NULL);
-		if (res.outcome == DELIVER_HELD_SECRET)
-			timeout = KEYRING_RECHECK_MS;
-		else if (res.next && res.outcome == DELIVER_IDLE)
-			timeout = res.next - now > INT_MAX / 1000 ? INT_MAX : (int)((res.next - now) * 1000);
-		else
-			timeout = (int)dm->cfg->idle_exit * 1000;
-		if (timeout < 0)
-			timeout = 0;
-		p[0] = (struct pollfd){ .fd = dm->listen_fd, .events = POLLIN };
-		p[1] = (struct pollfd){ .fd = dm->sig_fd, .events = POLLIN };
-		do
-			n = poll(p, 2, timeout);
-		while (n < 0 && errno == EINTR);
-		if (n < 0)
-			return EX_OSERR;
-		if (n == 0) {
-			if (res.outcome == DELIVER_HELD_SECRET || (res.next && res.outcome == DELIVER_IDLE))
-				continue;
-			break;	/* idle: exit; the socket starts us again */
+		if (dm->once) {
+			status = res.waiting || res.outcome != DELIVER_IDLE ? EX_TEMPFAIL : EX_OK;
+			break;
 		}
-		if (p[1].revents & POLLIN) {
-			struct signalfd_siginfo si;
+		if (res.outcome == DELIVER_HELD_SECRET)
+			deadline = now_ms() + KEYRING_RECHECK_MS;
+		else if (res.next && res.outcome == DELIVER_IDLE)
+			deadline = now_ms() + ((res.next - (int64_t)time(NULL)) * 1000);
+		else
+			deadline = now_ms() + dm->cfg->idle_exit * 1000;
+		if (dm->d.conn)
+			linger_end = now_ms() + (LINGER_MS < dm->cfg->idle_exit * 1000 ? LINGER_MS
+			                                                               : dm->cfg->idle_exit * 1000);
+		while (!woken) {
+			struct pollfd p[2] = {
+				{ .fd = dm->listen_fd, .events = POLLIN },
+				{ .fd = dm->sig_fd, .events = POLLIN },
+			};
+			int64_t until = linger_end && linger_end < deadline ? linger_end : deadline;
+			int64_t wait = until - now_ms();
+			int n;
 
-			if (read(dm->sig_fd, &si, sizeof si) == sizeof si) {
-				if (si.ssi_signo == SIGHUP) {
-					sd_notify(0, "RELOADING=1");
-					if (load_config(dm) == 0)
-						log_info("configuration reloaded from %s", dm->cfg_path);
-					sd_notify(0, "READY=1");
-				} else {
-					break;
+			n = poll(p, 2, wait < 0 ? 0 : wait > INT_MAX ? INT_MAX : (int)wait);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				status = EX_OSERR;
+				goto out;
+			}
+			if (n == 0) {
+				if (linger_end && now_ms() >= linger_end) {
+					deliver_close(&dm->d);	/* nobody rang: QUIT */
+					linger_end = 0;
+					continue;
 				}
+				if (res.outcome == DELIVER_HELD_SECRET || (res.next && res.outcome == DELIVER_IDLE))
+					break;	/* time to retry */
+				goto out;	/* idle: exit; the socket starts us again */
+			}
+			if (p[1].revents & POLLIN) {
+				struct signalfd_siginfo si;
+
+				if (read(dm->sig_fd, &si, sizeof si) != sizeof si)
+					continue;
+				if (si.ssi_signo != SIGHUP)
+					goto out;
+				sd_notify(0, "RELOADING=1");
+				if (load_config(dm) == 0) {
+					/* A new configuration may name another server: start afresh. */
+					deliver_clear(&dm->d);
+					if (deliver_init(&dm->d, dm->q, dm->cfg) < 0) {
+						status = EX_OSERR;
+						goto out;
+					}
+					linger_end = 0;
+					log_info("configuration reloaded from %s", dm->cfg_path);
+				}
+				sd_notify(0, "READY=1");
+			}
+			if (p[0].revents & POLLIN) {
+				drain_doorbell(dm);
+				woken = true;
 			}
 		}
-		if (p[0].revents & POLLIN)
-			drain_doorbell(dm);
 	}
-	return exit_status;
+out:
+	deliver_clear(&dm->d);
+	return status;
 }
 
 static void

@@ -56,6 +56,34 @@ run -i bob@example.com <<<"Subject: after exit"
 expect_ok
 expect_count 1
 
+check "a burst of doorbells (a patch series) shares one connection and one login; QUIT when idle"
+rm -f "$SOCK"
+stop_server
+start_server
+write_config "delivery.idle-exit=4s"
+systemd-socket-activate -l "$SOCK" -E XDG_DATA_HOME -E XDG_CONFIG_HOME -E XDG_RUNTIME_DIR \
+	"$OD" >"$T/sa.out" 2>"$T/sa.err" &
+sa=$!
+_od_pids+=("$sa")
+wait_for 5 test -S "$SOCK" || fail "systemd-socket-activate did not create $SOCK"
+sleep 0.2
+for i in 1 2 3 4 5 6; do
+	queue_msg "patch $i/6"
+	wait_for 5 has_stored "$i" || fail "patch $i not delivered within 5 s of its doorbell"
+	sleep 0.3
+done
+expect_eq "messages stored" "$(stored)" 6
+expect_eq "connections for the burst" "$(srv_count '^CONNECT')" 1
+expect_eq "AUTH commands for the burst" "$(srv_count '^C AUTH')" 1
+if wait_for 10 gone "$sa"; then
+	expect_eq "outboxd's exit status after idling" "$(exit_status "$sa")" 0
+	[ "$(srv_count '^C QUIT')" -eq 1 ] || fail "the kept session did not end with QUIT"
+else
+	fail "outboxd did not exit within 10 s with idle-exit = 4s"
+fi
+sed 's/^/    | /' "$T/sa.err"
+rm -f "$SOCK"
+
 check "started by hand: binds the doorbell itself, delivers, a second one leaves it alone, exits when idle; tells a service manager READY, STATUS, STOPPING"
 # A stand-in for the service manager's notification socket.
 "$SPY" - "$T/notify.sock" "$T/notify.log" <<'PY' &
