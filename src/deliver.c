@@ -544,6 +544,18 @@ write_last(struct deliver *d)
 	free(old);
 }
 
+/* Seconds since arrival, to a tenth (arrival itself is whole seconds). */
+static double
+delay_since(int64_t arrival)
+{
+	struct timespec ts;
+	double d;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	d = (double)(ts.tv_sec - arrival) + (double)ts.tv_nsec / 1e9;
+	return d < 0 ? 0 : d;
+}
+
 static void
 log_rcpt(struct deliver *d, struct msgctx *mc, const char *rcpt, const char *status, const char *dsn,
          const char *reply)
@@ -552,9 +564,9 @@ log_rcpt(struct deliver *d, struct msgctx *mc, const char *rcpt, const char *sta
 	                                                                                 : LOG_WARNING;
 
 	log_event(prio, mc->m->id, rcpt, status,
-	          "%s: to=<%s>, relay=%s[%s]:%u, delay=%" PRId64 ", dsn=%s, status=%s (%s)", mc->m->id, rcpt,
-	          d->cfg->host, d->conn ? d->conn->peer : "none", d->cfg->port,
-	          now_s() - mc->m->env.arrival, dsn, status, reply);
+	          "%s: to=<%s>, relay=%s[%s]:%u, delay=%.1f, dsn=%s, status=%s (%s)", mc->m->id, rcpt,
+	          d->cfg->host, d->conn ? d->conn->peer : "none", d->cfg->port, delay_since(mc->m->env.arrival),
+	          dsn, status, reply);
 }
 
 /* Records one recipient's outcome in the state (not yet saved). */
