@@ -41,6 +41,8 @@ extern char **environ;
 
 static bool color;
 
+static int fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int
 fail(int status, const char *fmt, ...)
 {

@@ -49,6 +49,8 @@ struct opts {
 
 static const char *prog = "sendmail";
 
+static int die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int
 die(int status, const char *fmt, ...)
 {

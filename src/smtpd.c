@@ -44,6 +44,8 @@ struct smtpd {
 	unsigned queued;
 };
 
+static void reply(struct smtpd *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static void
 reply(struct smtpd *s, const char *fmt, ...)
 {
