@@ -69,7 +69,7 @@ secret_wipe(struct secret *s)
 static int
 secret_set(struct secret *s, const char *v, size_t len)
 {
-	s->value = malloc(len + 1);
+	s->value = calloc(1, len + 1);
 	if (!s->value)
 		return -ENOMEM;
 	(void)mlock(s->value, len + 1);		/* keep it out of swap where we may */
