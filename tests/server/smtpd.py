@@ -674,7 +674,7 @@ class Session:
         if self.cfg.tls == "starttls" and not self.tls_version:
             caps.append("STARTTLS")
         elif self.cfg.user:
-            caps.append("AUTH PLAIN LOGIN")
+            caps.append("AUTH " + " ".join(self.cfg.auth_mechs))
         caps.append("ENHANCEDSTATUSCODES")
         if self.cfg.pipelining:
             caps.append("PIPELINING")
@@ -797,6 +797,23 @@ class Session:
         mech, _, initial = arg.strip().partition(" ")
         mech = mech.upper()
         authzid = b""
+        if mech not in self.cfg.auth_mechs:
+            raise Refuse("504", "5.7.4 Unrecognized authentication type.")
+        if mech == "XOAUTH2":
+            # https://developers.google.com/gmail/imap/xoauth2-protocol: the
+            # password given to the server is the access token here.
+            fields = self.auth_decode(initial or self.challenge("")).split(b"\x01")
+            user = fields[0][5:] if fields[0].startswith(b"user=") else b""
+            token = fields[1][12:] if len(fields) > 1 and fields[1].startswith(b"auth=Bearer ") else b""
+            if user == self.cfg.user.encode() and token == self.cfg.password.encode():
+                self.auth_user = self.cfg.user
+                self.server.count("auths")
+                self.reply("235", "2.7.0 Accepted")
+                return
+            self.server.count("auth_failures")
+            # Gmail: a 334 with a JSON error, then 535 after the client's empty line.
+            self.challenge(base64.b64encode(b'{"status":"400","schemes":"Bearer"}').decode())
+            raise Refuse("535", "5.7.8 Username and Password not accepted.")
         if mech == "PLAIN":
             fields = self.auth_decode(initial or self.challenge("")).split(b"\0")
             if len(fields) != 3:
@@ -1100,6 +1117,8 @@ def main():
     s.add_argument("--tls", choices=("implicit", "starttls", "none"), default="implicit")
     s.add_argument("--user")
     s.add_argument("--password")
+    s.add_argument("--auth-mechs", type=lambda v: v.upper().split(), default=["PLAIN", "LOGIN"],
+                   help='mechanisms offered, e.g. "LOGIN" or "XOAUTH2" (default "PLAIN LOGIN")')
     s.add_argument("--no-pipelining", dest="pipelining", action="store_false")
     s.add_argument("--no-chunking", dest="chunking", action="store_false")
     s.add_argument("--no-8bitmime", dest="eightbitmime", action="store_false")
