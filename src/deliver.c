@@ -376,6 +376,7 @@ struct msgctx {
 	size_t n_rcpt;
 	char *from_hdr;		/* the From: address, when it differs from the account */
 	char *last_reply;
+	struct queue *reserved;	/* room for the state's next save is held in this queue */
 };
 
 /* Scans the body once: 8-bit bytes and line ends decide BODY= and SIZE=. */
@@ -425,6 +426,8 @@ msgctx_clear(struct msgctx *mc)
 	strv_free(mc->rcpt, mc->n_rcpt);
 	free(mc->from_hdr);
 	free(mc->last_reply);
+	if (mc->reserved)
+		queue_state_unreserve(mc->reserved, mc->m);
 	queue_msg_free(mc->m);
 	memset(mc, 0, sizeof *mc);
 }
@@ -476,6 +479,23 @@ msgctx_open(struct deliver *d, const char *id, struct msgctx *mc, char *buf)
 	k = queue_state_load(d->q, id, &mc->st);
 	if (k < 0)
 		return k;
+	/*
+	 * Room to record the server's verdicts, taken before any is asked for:
+	 * an acceptance the state cannot keep (a full disk) would be sent again.
+	 */
+	raw = queue_state_format(&mc->st, &raw_len);
+	if (!raw)
+		return -ENOMEM;
+	free(raw);
+	raw = NULL;
+	k = queue_state_reserve(d->q, mc->m, raw_len + 8192 + 1024 * mc->m->env.n_rcpt);
+	if (k < 0) {
+		log_error("%s: no room in the queue to record its delivery (%s); not sending it now", id,
+		          strerror(-k));
+		return k;
+	}
+	mc->reserved = d->q;
+	raw_len = 0;
 	o.id = mc->m->id;
 	o.fullname = mc->m->env.fullname;
 	o.arrival = mc->m->env.arrival;
@@ -1663,6 +1683,7 @@ run_pass(struct deliver *d, struct deliver_result *res)
 	char *hold, err[600] = "", *buf = NULL, *wbuf = NULL;
 	struct window win = { 0 };
 	size_t n_due = 0, n_total, requeued = 0, i;
+	bool no_room = false;
 	int k;
 
 	memset(res, 0, sizeof *res);
@@ -1723,19 +1744,40 @@ run_pass(struct deliver *d, struct deliver_result *res)
 				break;
 			continue;
 		}
+		/* The message first (its lock, room for its state): no session for nothing. */
+		f = calloc(1, sizeof *f);
+		if (!f)
+			break;
+		k = msgctx_open(d, due[i], &f->mc, buf);
+		if (k < 0) {
+			if (k != -ENOENT && k != -EWOULDBLOCK && k != -ENOSPC && k != -EDQUOT)
+				log_error("%s: cannot read the message: %s", due[i], strerror(-k));
+			flight_free(f);
+			if (k == -ENOSPC || k == -EDQUOT) {
+				no_room = true;
+				break;	/* the queue's disk is full: nothing can be recorded */
+			}
+			k = 0;
+			continue;
+		}
 		if (!d->conn) {
 			enum smtp_verdict v;
 
 			if (d->connections >= CONNECTIONS_PER_RUN) {
+				flight_free(f);
 				defer_all(d, due + i, n_total - i, "too many lost connections; trying later",
 				          0, true);
 				break;
 			}
-			if (need_secret(d, n_total - i, res) < 0)
+			if (need_secret(d, n_total - i, res) < 0) {
+				flight_free(f);
 				break;
+			}
 			v = session_open(d, err, sizeof err);
-			if (v != SMTP_OK)
+			if (v != SMTP_OK) {
 				note_error(d, NULL, err);
+				flight_free(f);	/* defer_all() takes the message's lock */
+			}
 			if (v == SMTP_HOLD) {
 				hold_account(d, err);
 				res->outcome = DELIVER_HELD_ACCOUNT;
@@ -1758,17 +1800,6 @@ run_pass(struct deliver *d, struct deliver_result *res)
 
 			snprintf(line, sizeof line, "sending %zu/%zu to %s", i + 1, n_total, d->cfg->host);
 			d->status(d->userdata, line);
-		}
-		f = calloc(1, sizeof *f);
-		if (!f)
-			break;
-		k = msgctx_open(d, due[i], &f->mc, buf);
-		if (k < 0) {
-			if (k != -ENOENT && k != -EWOULDBLOCK)
-				log_error("%s: cannot read the message: %s", due[i], strerror(-k));
-			flight_free(f);
-			k = 0;
-			continue;
 		}
 		if (pipelinable(d, &f->mc, &f->rcpt, &f->n)) {
 			(void)window_send(d, &win, f, buf, wbuf);
@@ -1817,9 +1848,13 @@ out:
 		if (scan(d, &again, &n_again, &after) == 0) {
 			res->next = after.next;
 			res->waiting = after.waiting;
-			/* Due again right away (a message another process held): retry soon. */
-			if (n_again && res->outcome == DELIVER_IDLE && (!res->next || res->next > now_s() + 5))
-				res->next = now_s() + 5;
+			/*
+			 * Due again right away (a message another process held): retry
+			 * soon; a disk too full to record anything, in a minute.
+			 */
+			if (n_again && res->outcome == DELIVER_IDLE &&
+			    (!res->next || res->next > now_s() + (no_room ? 60 : 5)))
+				res->next = now_s() + (no_room ? 60 : 5);
 		}
 		free(again);
 	}

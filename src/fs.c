@@ -111,6 +111,11 @@ out:
 	return r;
 }
 
+/*
+ * The temporary file is not truncated before the write but cut to length
+ * after it: the blocks fs_reserve() allocated for it are written over, so a
+ * full file system cannot fail a replacement that was reserved.
+ */
 int
 fs_replace(int dirfd, const char *name, const void *data, size_t len)
 {
@@ -119,13 +124,14 @@ fs_replace(int dirfd, const char *name, const void *data, size_t len)
 
 	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= sizeof tmp)
 		return -ENAMETOOLONG;
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
 	r = fs_write_all(fd, data, len);
 	if (r < 0)
 		goto out;
-	if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, name) < 0 || fsync(dirfd) < 0)
+	if (ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, name) < 0 ||
+	    fsync(dirfd) < 0)
 		r = -errno;
 	else
 		tmp[0] = '\0';		/* renamed: nothing to remove */
@@ -134,6 +140,42 @@ out:
 	if (tmp[0])
 		unlinkat(dirfd, tmp, 0);
 	return r;
+}
+
+/*
+ * Makes sure a later fs_replace(dirfd, name, ...) of up to len bytes finds
+ * its blocks allocated (its temporary file, allocated now): -ENOSPC or
+ * -EDQUOT when there is no room. Only those two errors mean anything: a
+ * file system that cannot allocate ahead is not refused. fs_unreserve()
+ * gives the blocks back when no replacement came.
+ */
+int
+fs_reserve(int dirfd, const char *name, size_t len)
+{
+	char tmp[NAME_MAX + 1];
+	int fd, r;
+
+	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= sizeof tmp)
+		return -ENAMETOOLONG;
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return errno == ENOSPC || errno == EDQUOT ? -errno : 0;
+	r = posix_fallocate(fd, 0, (off_t)len);
+	close(fd);
+	if (r == ENOSPC || r == EDQUOT) {
+		unlinkat(dirfd, tmp, 0);
+		return -r;
+	}
+	return 0;
+}
+
+void
+fs_unreserve(int dirfd, const char *name)
+{
+	char tmp[NAME_MAX + 1];
+
+	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) < sizeof tmp)
+		(void)unlinkat(dirfd, tmp, 0);
 }
 
 /*

@@ -1011,6 +1011,27 @@ queue_state_save(struct queue *q, const struct queue_msg *m, const struct queue_
 }
 
 /*
+ * Room for the next queue_state_save() of this message, up to len bytes,
+ * taken before anything is sent: an acceptance that cannot be recorded
+ * would be sent again. -ENOSPC/-EDQUOT: no room. The caller holds the lock.
+ */
+int
+queue_state_reserve(struct queue *q, const struct queue_msg *m, size_t len)
+{
+	if (!m->locked)
+		return -ENOLCK;
+	return fs_reserve(q->statefd, m->id, len);
+}
+
+/* Gives back what queue_state_reserve() took and no save used. */
+void
+queue_state_unreserve(struct queue *q, const struct queue_msg *m)
+{
+	if (m->locked)
+		fs_unreserve(q->statefd, m->id);
+}
+
+/*
  * What the user sees, given the recipients as they resolve now. A message
  * whose every recipient is done is failed when any of them failed.
  */

@@ -114,6 +114,8 @@ bool envelope_value_valid(const char *s);
 
 int queue_state_load(struct queue *q, const char *id, struct queue_state *st);
 int queue_state_save(struct queue *q, const struct queue_msg *m, const struct queue_state *st);
+int queue_state_reserve(struct queue *q, const struct queue_msg *m, size_t len);
+void queue_state_unreserve(struct queue *q, const struct queue_msg *m);
 int queue_state_parse(const char *buf, size_t len, struct queue_state *st);
 char *queue_state_format(const struct queue_state *st, size_t *len);
 void queue_state_clear(struct queue_state *st);

@@ -219,7 +219,9 @@ conn_starttls(struct conn *c, const char *ca_file, char *err, size_t errlen)
 	g = gnutls_init(&c->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK);
 	if (g < 0)
 		goto tls_error;
-	g = gnutls_priority_set_direct(c->tls, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", &errpos);
+	/* %PROFILE_MEDIUM: keys and signatures of at least 112-bit strength (no 1024-bit RSA). */
+	g = gnutls_priority_set_direct(c->tls, "NORMAL:%PROFILE_MEDIUM:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+	                               &errpos);
 	if (g < 0)
 		goto tls_error;
 	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
