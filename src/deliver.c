@@ -37,7 +37,7 @@
 #define HEADER_MAX (8u << 20)
 #define CHUNK (256u << 10)
 #define BATCH_MAX 100		/* Gmail takes 100 recipients per message (452 4.5.3) */
-#define CONNECTIONS_PER_RUN 3
+#define CONNECTIONS_PER_RUN 3	/* in a row without a delivery */
 #define LOGIN_BACKOFF 3600
 
 enum msg_result {
@@ -610,6 +610,8 @@ record(struct deliver *d, struct msgctx *mc, const char *rcpt, enum smtp_verdict
 	}
 	if (v == SMTP_OK) {
 		d->sent++;
+		/* A session that delivered was no failure, however it ended (Gmail closes long ones). */
+		d->connections = 0;
 		free(d->last_sent);
 		if (asprintf(&d->last_sent, "sent\t%" PRId64 "\t%s\t%s\t%s", rs->time, mc->m->id, rcpt,
 		             reply) < 0)

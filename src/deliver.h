@@ -18,7 +18,7 @@ struct deliver {
 	struct conn *conn;
 	struct smtp_caps caps;
 	struct secret secret;
-	unsigned connections;	/* opened in this run */
+	unsigned connections;	/* opened in this run since the last delivery */
 	bool conn_broken;
 	/* Called with a status line ("sending 3/10 to smtp.gmail.com"). */
 	void (*status)(void *userdata, const char *text);
