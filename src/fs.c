@@ -194,10 +194,13 @@ fs_publish(int fromfd, const char *from, int tofd, const char *to)
 			return -errno;
 		(void)unlinkat(fromfd, from, 0);
 	}
+	/*
+	 * Only the new name needs to be durable. The old one is not fsync()ed
+	 * away: after a crash it can at worst come back as a leftover in the
+	 * source directory (tmp/), which nothing lists and the sweep removes.
+	 */
 	if (fsync(tofd) < 0)
 		return -errno;
-	if (fromfd != tofd)
-		(void)fsync(fromfd);
 	return 0;
 }
 
