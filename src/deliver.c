@@ -96,6 +96,9 @@ deliver_clear(struct deliver *d)
 	session_close(d, true);
 	secret_wipe(&d->secret);
 	localnames_clear(&d->ln);
+	if (d->trust)
+		gnutls_certificate_free_credentials(d->trust);
+	d->trust = NULL;
 	free(d->last_sent);
 	free(d->last_error);
 }
@@ -186,6 +189,16 @@ ehlo(struct deliver *d, struct smtp_reply *r)
 	return k;
 }
 
+/* The trust store, parsed once per outboxd while the first TCP handshake is under way. */
+static void
+load_trust(void *userdata)
+{
+	struct deliver *d = userdata;
+
+	if (!d->trust && tls_trust_load(&d->trust, d->cfg->ca_file, d->trust_error, sizeof d->trust_error) < 0)
+		d->trust = NULL;
+}
+
 /*
  * Connects, says EHLO, secures (implicit TLS, or STARTTLS which must be
  * offered) and authenticates. The verdict tells the caller what to do with
@@ -203,13 +216,19 @@ session_open(struct deliver *d, char *text, size_t textlen)
 
 	d->connections++;
 	memset(&d->caps, 0, sizeof d->caps);
-	k = conn_open(c->host, c->port, (int)c->timeout * 1000, &d->conn, err, sizeof err);
+	k = conn_open(c->host, c->port, (int)c->timeout * 1000, load_trust, d, &d->conn, err, sizeof err);
 	if (k < 0) {
 		snprintf(text, textlen, "%s", err[0] ? err : conn_error(k));
 		return SMTP_DEFER;
 	}
+	load_trust(d);		/* when the connection needed no wait */
+	if (!d->trust) {
+		snprintf(text, textlen, "%s", d->trust_error);
+		session_close(d, false);
+		return SMTP_DEFER;
+	}
 	if (c->tls == CONFIG_TLS_IMPLICIT) {
-		k = conn_starttls(d->conn, c->ca_file, err, sizeof err);
+		k = conn_starttls(d->conn, d->trust, err, sizeof err);
 		if (k < 0)
 			goto tls_failed;
 	}
@@ -244,7 +263,7 @@ session_open(struct deliver *d, char *text, size_t textlen)
 			         d->conn->peer);
 			goto fail;
 		}
-		k = conn_starttls(d->conn, c->ca_file, err, sizeof err);
+		k = conn_starttls(d->conn, d->trust, err, sizeof err);
 		if (k < 0)
 			goto tls_failed;
 		k = ehlo(d, &r);

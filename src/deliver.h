@@ -28,6 +28,8 @@ struct deliver {
 	unsigned sent, deferred, failed;
 	unsigned bounced;	/* bounce reports queued in this pass */
 	bool linger;		/* keep the session open after a run (outboxd) */
+	gnutls_certificate_credentials_t trust;	/* system store plus ca-file, loaded once */
+	char trust_error[300];
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */
 };

@@ -77,7 +77,7 @@ wait_fd(int fd, short events, int timeout_ms)
 }
 
 static int
-connect_one(const struct addrinfo *ai, int timeout_ms)
+connect_one(const struct addrinfo *ai, int timeout_ms, void (**hook)(void *), void *arg)
 {
 	int fd, one = 1, err = 0;
 	socklen_t len = sizeof err;
@@ -93,6 +93,11 @@ connect_one(const struct addrinfo *ai, int timeout_ms)
 			r = -errno;
 			close(fd);
 			return r;
+		}
+		/* Work that needs no network (loading the trust store) overlaps the handshake's round trip. */
+		if (*hook) {
+			(*hook)(arg);
+			*hook = NULL;
 		}
 		r = wait_fd(fd, POLLOUT, timeout_ms);
 		if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -116,8 +121,6 @@ conn_free(struct conn *c)
 		gnutls_bye(c->tls, GNUTLS_SHUT_WR);
 		gnutls_deinit(c->tls);
 	}
-	if (c->cred)
-		gnutls_certificate_free_credentials(c->cred);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->host);
@@ -127,7 +130,8 @@ conn_free(struct conn *c)
 
 /* TCP to host:port, trying each address (IPv6 and IPv4) until one answers. */
 int
-conn_open(const char *host, unsigned port, int timeout_ms, struct conn **out, char *err, size_t errlen)
+conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
+          struct conn **out, char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG }, *res, *ai;
 	char service[8];
@@ -155,7 +159,7 @@ conn_open(const char *host, unsigned port, int timeout_ms, struct conn **out, ch
 			: (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
 
 		inet_ntop(ai->ai_family, a, c->peer, sizeof c->peer);
-		r = connect_one(ai, timeout_ms);
+		r = connect_one(ai, timeout_ms, &while_connecting, arg);
 		if (r >= 0) {
 			c->fd = r;
 			break;
@@ -195,27 +199,43 @@ tls_wait(struct conn *c, int64_t deadline)
  * on 587). The certificate must chain to the system store or ca-file and
  * name the host; otherwise -E_TLS_VERIFY and nothing is sent.
  */
+/* The system trust store plus ca-file, loaded once and shared by the connections that use it. */
 int
-conn_starttls(struct conn *c, const char *ca_file, char *err, size_t errlen)
+tls_trust_load(gnutls_certificate_credentials_t *out, const char *ca_file, char *err, size_t errlen)
+{
+	gnutls_certificate_credentials_t cred;
+	int g;
+
+	g = gnutls_certificate_allocate_credentials(&cred);
+	if (g < 0) {
+		snprintf(err, errlen, "TLS setup: %s", gnutls_strerror(g));
+		return -E_TLS;
+	}
+	g = gnutls_certificate_set_x509_system_trust(cred);
+	if (g < 0 && !ca_file) {
+		snprintf(err, errlen, "TLS setup: the system trust store: %s", gnutls_strerror(g));
+		gnutls_certificate_free_credentials(cred);
+		return -E_TLS;
+	}
+	if (ca_file) {
+		g = gnutls_certificate_set_x509_trust_file(cred, ca_file, GNUTLS_X509_FMT_PEM);
+		if (g <= 0) {
+			snprintf(err, errlen, "ca-file %s: %s", ca_file, g == 0 ? "no certificates" : gnutls_strerror(g));
+			gnutls_certificate_free_credentials(cred);
+			return -E_TLS;
+		}
+	}
+	*out = cred;
+	return 0;
+}
+
+int
+conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err, size_t errlen)
 {
 	const char *errpos = NULL;
 	int64_t deadline;
 	int g;
 
-	g = gnutls_certificate_allocate_credentials(&c->cred);
-	if (g < 0)
-		goto tls_error;
-	g = gnutls_certificate_set_x509_system_trust(c->cred);
-	if (g < 0 && !ca_file)
-		goto tls_error;
-	if (ca_file) {
-		g = gnutls_certificate_set_x509_trust_file(c->cred, ca_file, GNUTLS_X509_FMT_PEM);
-		if (g <= 0) {
-			snprintf(err, errlen, "ca-file %s: %s", ca_file,
-			         g == 0 ? "no certificates" : gnutls_strerror(g));
-			return -E_TLS;
-		}
-	}
 	g = gnutls_init(&c->tls, GNUTLS_CLIENT | GNUTLS_NONBLOCK);
 	if (g < 0)
 		goto tls_error;
@@ -224,7 +244,7 @@ conn_starttls(struct conn *c, const char *ca_file, char *err, size_t errlen)
 	                               &errpos);
 	if (g < 0)
 		goto tls_error;
-	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, c->cred);
+	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, trust);
 	if (g < 0)
 		goto tls_error;
 	/* RFC 6066 3: SNI carries host names only, never an address literal. */

@@ -11,7 +11,6 @@
 struct conn {
 	int fd;
 	gnutls_session_t tls;
-	gnutls_certificate_credentials_t cred;
 	int timeout_ms;		/* for each wait on the network */
 	char peer[64];		/* the address connected to, printed */
 	char *host;
@@ -22,8 +21,10 @@ struct conn {
 	size_t bytes_out;
 };
 
-int conn_open(const char *host, unsigned port, int timeout_ms, struct conn **out, char *err, size_t errlen);
-int conn_starttls(struct conn *c, const char *ca_file, char *err, size_t errlen);
+int tls_trust_load(gnutls_certificate_credentials_t *out, const char *ca_file, char *err, size_t errlen);
+int conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
+              struct conn **out, char *err, size_t errlen);
+int conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err, size_t errlen);
 void conn_free(struct conn *c);
 int conn_write(struct conn *c, const void *buf, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
