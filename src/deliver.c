@@ -613,7 +613,7 @@ static void
 record(struct deliver *d, struct msgctx *mc, const char *rcpt, enum smtp_verdict v, const char *dsn,
        const char *reply)
 {
-	struct queue_rcpt_state *rs = queue_state_rcpt(&mc->st, rcpt, true);
+	struct queue_rcpt_state *rs = queue_state_rcpt(&mc->st, rcpt);
 	const char *status = v == SMTP_OK ? "sent" : v == SMTP_FAIL ? "bounced" : "deferred";
 
 	if (!rs)
@@ -1042,7 +1042,7 @@ todo(struct deliver *d, struct msgctx *mc, char **out)
 	size_t i, n = 0;
 
 	for (i = 0; i < mc->n_rcpt; i++) {
-		const struct queue_rcpt_state *rs = queue_state_rcpt(&mc->st, mc->rcpt[i], false);
+		const struct queue_rcpt_state *rs = queue_state_find(&mc->st, mc->rcpt[i]);
 		char why[600];
 
 		if (rs && (rs->status == QUEUE_RCPT_SENT || rs->status == QUEUE_RCPT_FAILED))
@@ -1267,7 +1267,7 @@ flight_lost(struct deliver *d, struct flight *f, int k)
 		snprintf(why, sizeof why, "lost connection with %s[%s] while sending the message: %s",
 		         d->cfg->host, d->conn ? d->conn->peer : "?", err_text(k));
 	for (i = 0; i < f->n; i++) {
-		const struct queue_rcpt_state *rs = queue_state_rcpt(&f->mc.st, f->rcpt[i], false);
+		const struct queue_rcpt_state *rs = queue_state_find(&f->mc.st, f->rcpt[i]);
 
 		if (!rs || rs->status == QUEUE_RCPT_PENDING || rs->time < f->started)
 			record(d, &f->mc, f->rcpt[i], SMTP_DEFER, "4.4.2", why);
@@ -1596,7 +1596,7 @@ expire(struct deliver *d, const char *id, const char *why)
 	if (buf && msgctx_open(d, id, &mc, buf) == 0) {
 		expired_text(d, why, text, sizeof text);
 		for (i = 0; i < mc.n_rcpt; i++) {
-			const struct queue_rcpt_state *rs = queue_state_rcpt(&mc.st, mc.rcpt[i], false);
+			const struct queue_rcpt_state *rs = queue_state_find(&mc.st, mc.rcpt[i]);
 
 			if (!rs || rs->status == QUEUE_RCPT_PENDING || rs->status == QUEUE_RCPT_DEFERRED)
 				record(d, &mc, mc.rcpt[i], SMTP_FAIL, "4.4.7", text);

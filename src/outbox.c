@@ -385,7 +385,7 @@ print_json(const struct view *v, FILE *f)
 		fputs(",\"recipients\":[", f);
 		for (k = 0; k < m->n_rcpt; k++) {
 			const struct queue_rcpt_state *rs =
-				queue_state_rcpt((struct queue_state *)&m->st, m->rcpt[k], false);
+				queue_state_find(&m->st, m->rcpt[k]);
 
 			fprintf(f, "%s{\"address\":", k ? "," : "");
 			json_string(f, m->rcpt[k]);
@@ -596,7 +596,7 @@ cmd_show(int argc, char **argv)
 		printf("%sTo:%s\n", BOLD, RESET);
 		for (k = 0; k < vm->n_rcpt; k++) {
 			const struct queue_rcpt_state *rs =
-				queue_state_rcpt((struct queue_state *)&vm->st, vm->rcpt[k], false);
+				queue_state_find(&vm->st, vm->rcpt[k]);
 
 			printf("  %-40s %-8s %s\n", vm->rcpt[k],
 			       queue_rcpt_status_name(rs ? rs->status : QUEUE_RCPT_PENDING),

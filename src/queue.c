@@ -716,9 +716,21 @@ queue_state_clear(struct queue_state *st)
 	memset(st, 0, sizeof *st);
 }
 
-/* The recipient's entry, made as pending when add is set and it has none. */
+/* The recipient's entry, or NULL. */
+const struct queue_rcpt_state *
+queue_state_find(const struct queue_state *st, const char *addr)
+{
+	size_t i;
+
+	for (i = 0; i < st->n_rcpt; i++)
+		if (strcmp(st->rcpt[i].addr, addr) == 0)
+			return &st->rcpt[i];
+	return NULL;
+}
+
+/* The recipient's entry, made as pending when it has none; NULL only without memory. */
 struct queue_rcpt_state *
-queue_state_rcpt(struct queue_state *st, const char *addr, bool add)
+queue_state_rcpt(struct queue_state *st, const char *addr)
 {
 	struct queue_rcpt_state *nv;
 	size_t i;
@@ -726,8 +738,6 @@ queue_state_rcpt(struct queue_state *st, const char *addr, bool add)
 	for (i = 0; i < st->n_rcpt; i++)
 		if (strcmp(st->rcpt[i].addr, addr) == 0)
 			return &st->rcpt[i];
-	if (!add)
-		return NULL;
 	nv = realloc(st->rcpt, (st->n_rcpt + 1) * sizeof *nv);
 	if (!nv)
 		return NULL;
@@ -931,7 +941,7 @@ queue_state_parse(const char *buf, size_t len, struct queue_state *st)
 				r = -ENOMEM;
 				break;
 			}
-			rs = queue_state_rcpt(st, addr, true);
+			rs = queue_state_rcpt(st, addr);
 			free(addr);
 			if (!rs) {
 				r = -ENOMEM;
@@ -1045,7 +1055,7 @@ queue_state_status(const struct queue_state *st, char *const *rcpt, size_t n_rcp
 		return QUEUE_HELD;
 	for (i = 0; i < n_rcpt; i++) {
 		const struct queue_rcpt_state *r =
-			queue_state_rcpt((struct queue_state *)st, rcpt[i], false);
+			queue_state_find(st, rcpt[i]);
 
 		if (!r || r->status == QUEUE_RCPT_PENDING || r->status == QUEUE_RCPT_DEFERRED)
 			open = true;

@@ -119,7 +119,8 @@ void queue_state_unreserve(struct queue *q, const struct queue_msg *m);
 int queue_state_parse(const char *buf, size_t len, struct queue_state *st);
 char *queue_state_format(const struct queue_state *st, size_t *len);
 void queue_state_clear(struct queue_state *st);
-struct queue_rcpt_state *queue_state_rcpt(struct queue_state *st, const char *addr, bool add);
+const struct queue_rcpt_state *queue_state_find(const struct queue_state *st, const char *addr);
+struct queue_rcpt_state *queue_state_rcpt(struct queue_state *st, const char *addr);
 int queue_state_log(struct queue_state *st, int64_t when, const char *text);
 enum queue_status queue_state_status(const struct queue_state *st, char *const *rcpt,
                                      size_t n_rcpt, int64_t now);

@@ -162,7 +162,7 @@ view_print_mailq(const struct view *v, FILE *f)
 		}
 		for (k = 0; k < m->n_rcpt; k++) {
 			const struct queue_rcpt_state *rs =
-				queue_state_rcpt((struct queue_state *)&m->st, m->rcpt[k], false);
+				queue_state_find(&m->st, m->rcpt[k]);
 
 			if (rs && rs->status == QUEUE_RCPT_SENT)
 				continue;	/* Postfix lists only recipients still to do */

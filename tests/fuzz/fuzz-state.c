@@ -39,7 +39,7 @@ check_state(const char *buf, size_t len)
 	for (i = 0; i < st.n_rcpt; i++) {
 		assert(st.rcpt[i].addr && st.rcpt[i].addr[0]);
 		assert(queue_rcpt_status_name(st.rcpt[i].status));
-		assert(queue_state_rcpt(&st, st.rcpt[i].addr, false) == &st.rcpt[i]);
+		assert(queue_state_find(&st, st.rcpt[i].addr) == &st.rcpt[i]);
 	}
 	f1 = queue_state_format(&st, &n1);
 	assert(f1);
@@ -55,7 +55,7 @@ check_state(const char *buf, size_t len)
 		(void)queue_state_status(&st, &st.rcpt[i].addr, 1, 1700000000);
 	assert(queue_status_name(queue_state_status(&st, NULL, 0, 0)));
 	assert(queue_state_log(&st, 1700000000, "a\tb\r\nc") == 0);
-	assert(queue_state_rcpt(&st, "new@example.org", true));
+	assert(queue_state_rcpt(&st, "new@example.org"));
 	free(f1);
 	free(f2);
 	queue_state_clear(&st);

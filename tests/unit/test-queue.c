@@ -698,18 +698,18 @@ fill_state(struct queue_state *st)
 	st->next = 1700001200;
 	st->hold = QUEUE_HOLD_USER;
 	st->reply = strdup("421 4.7.0 Try again\tlater\r\nplease");
-	r = queue_state_rcpt(st, "bob@example.com", true);
+	r = queue_state_rcpt(st, "bob@example.com");
 	r->status = QUEUE_RCPT_SENT;
 	r->time = 1700000600;
 	r->reply = strdup("250 2.0.0 OK");
-	r = queue_state_rcpt(st, "carol@example.com", true);
+	r = queue_state_rcpt(st, "carol@example.com");
 	r->status = QUEUE_RCPT_DEFERRED;
 	r->time = 1700000601;
 	r->reply = strdup("450 4.2.1 busy\nsecond line");
-	r = queue_state_rcpt(st, "dave@example.com", true);
+	r = queue_state_rcpt(st, "dave@example.com");
 	r->status = QUEUE_RCPT_FAILED;
 	r->time = -1;
-	r = queue_state_rcpt(st, "eve@example.com", true);
+	r = queue_state_rcpt(st, "eve@example.com");
 	queue_state_log(st, 1700000000, "first attempt");
 	queue_state_log(st, 1700000600, "deferred:\t421\nmore");
 }
@@ -804,9 +804,9 @@ test_state_format(void)
 
 	CASE("state: rcpt lookup");
 	memset(&st, 0, sizeof st);
-	CHECK(queue_state_rcpt(&st, "a@b", false) == NULL);
-	CHECK(queue_state_rcpt(&st, "a@b", true) != NULL);
-	CHECK(queue_state_rcpt(&st, "a@b", true) == queue_state_rcpt(&st, "a@b", false));
+	CHECK(queue_state_find(&st, "a@b") == NULL);
+	CHECK(queue_state_rcpt(&st, "a@b") != NULL);
+	CHECK(queue_state_rcpt(&st, "a@b") == queue_state_find(&st, "a@b"));
 	CHECK_INT(st.n_rcpt, 1);
 	queue_state_clear(&st);
 	test_case_name[0] = '\0';
@@ -890,11 +890,11 @@ test_state_status(void)
 
 		CASE("status: %s", cases[i].name);
 		if (cases[i].a >= 0)
-			queue_state_rcpt(&st, rcpt[0], true)->status = (enum queue_rcpt_status)cases[i].a;
+			queue_state_rcpt(&st, rcpt[0])->status = (enum queue_rcpt_status)cases[i].a;
 		if (cases[i].b >= 0)
-			queue_state_rcpt(&st, rcpt[1], true)->status = (enum queue_rcpt_status)cases[i].b;
+			queue_state_rcpt(&st, rcpt[1])->status = (enum queue_rcpt_status)cases[i].b;
 		/* An entry for an address no longer resolved is not counted. */
-		queue_state_rcpt(&st, "old@x.example", true)->status = QUEUE_RCPT_FAILED;
+		queue_state_rcpt(&st, "old@x.example")->status = QUEUE_RCPT_FAILED;
 		CHECK_STR(queue_status_name(queue_state_status(&st, rcpt, 2, 1000)),
 		          queue_status_name(cases[i].want));
 		queue_state_clear(&st);
