@@ -807,6 +807,9 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 		} else {
 			reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
 			if (v == SMTP_HOLD) {
+				/* A credential problem: the whole queue waits for outbox login. */
+				if (!*hold)
+					hold_account(d, text ? text : "authentication required");
 				*hold = true;
 				v = SMTP_DEFER;
 			}
@@ -873,6 +876,8 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 		reply_parts(&r, &text, dsn, sizeof dsn, v == SMTP_OK ? NULL : "end of DATA");
 		smtp_reply_clear(&r);
 		if (v == SMTP_HOLD) {
+			if (!*hold)
+				hold_account(d, text ? text : "authentication required");
 			*hold = true;
 			v = SMTP_DEFER;
 		}
@@ -1360,7 +1365,17 @@ flight_collect(struct deliver *d, struct window *win)
 			} else if (v == SMTP_OK) {
 				ok[i] = true;
 				accepted++;
-			} else if (!win->hold && v != SMTP_HOLD) {
+			} else if (v == SMTP_HOLD) {
+				/* A credential problem: the whole queue waits for outbox login. */
+				if (!win->hold) {
+					reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
+					hold_account(d, text ? text : "authentication required");
+					free(text);
+					text = NULL;
+				}
+				win->hold = true;
+				failed = true;
+			} else if (!win->hold) {
 				reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
 				/* Too many recipients cannot happen below BATCH_MAX; if it does, later. */
 				record(d, &f->mc, f->rcpt[i], v == SMTP_TOO_MANY ? SMTP_DEFER : v, dsn,
@@ -1409,6 +1424,10 @@ flight_collect(struct deliver *d, struct window *win)
 	}
 	if (chunk_error || !accepted)
 		failed = true;
+	if (chunk_v == SMTP_HOLD && !win->hold) {
+		hold_account(d, chunk_error ? chunk_error : "authentication required");
+		win->hold = true;
+	}
 	if (bad_sequence && !recorded) {
 		/* Never tried for real: its state stays, and it goes again after the RSET. */
 		void *nv = realloc(win->requeue, (win->n_requeue + 1) * sizeof *win->requeue);

@@ -64,6 +64,28 @@ for mode in chunking data; do
 	done
 	expect_empty_queue
 	stop_server
+
+	check "[$MODE] 535 5.7.8 to the RCPT of message 2 of 3: queue held, none failed, each message exactly once after the release"
+	printf '%s\n' '[{"on": "rcpt", "skip": 1, "times": 1, "reply": "535 5.7.8 Username and Password not accepted."}]' >"$T/script.json"
+	start_server "${MODE_ARGS[@]}" --script "$T/script.json"
+	write_config
+	for i in 1 2 3; do
+		queue_msg "rcpt $i"
+	done
+	od_once
+	expect_od_rc 75
+	expect_account_hold
+	expect_state_lacks '^rcpt	failed'
+	expect_eq "copies of message 2" "$(stored '^Subject: rcpt 2')" 0
+	rm -f "$Q/account-hold"
+	force_due
+	od_once
+	expect_od_rc 0
+	for i in 1 2 3; do
+		expect_eq "copies of message $i" "$(stored "^Subject: rcpt $i")" 1
+	done
+	expect_empty_queue
+	stop_server
 done
 
 check "534 5.7.9 (application-specific password required) holds the queue too"
