@@ -124,6 +124,8 @@ conn_free(struct conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->host);
+	if (c->out)
+		explicit_bzero(c->out, c->out_len);	/* an unsent AUTH line, after an error */
 	free(c->out);
 	free(c);
 }
@@ -336,6 +338,7 @@ conn_printf(struct conn *c, const char *fmt, ...)
 	if (n < 0)
 		return -ENOMEM;
 	r = conn_write(c, s, (size_t)n);
+	explicit_bzero(s, (size_t)n);	/* it may have been an AUTH line */
 	free(s);
 	return r;
 }
@@ -379,6 +382,8 @@ conn_flush(struct conn *c)
 		deadline = now_ms() + c->timeout_ms;
 	}
 	c->bytes_out += c->out_len;
+	/* What went out may have held credentials (AUTH): nothing of it stays behind. */
+	explicit_bzero(c->out, c->out_len);
 	c->out_len = 0;
 	if (c->out_cap > (1u << 20)) {
 		free(c->out);
