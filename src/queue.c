@@ -184,11 +184,20 @@ queue_id_valid(const char *id)
 	return id[QUEUE_ID_LEN] == '\0';
 }
 
-/* Envelope and state values are single lines: no CR, LF or NUL. */
+/*
+ * An envelope address holds no control character: no line break that could
+ * add an envelope line, and no tab, which the state file could not keep
+ * (a recipient whose state cannot be found again would be sent again).
+ */
 bool
 envelope_value_valid(const char *s)
 {
-	return s && !strpbrk(s, "\r\n");
+	if (!s)
+		return false;
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	return true;
 }
 
 void
@@ -263,6 +272,18 @@ set_str(char **dst, const char *s, size_t len)
 	return 0;
 }
 
+/* A byte below 0x20 or DEL: no envelope value holds one. */
+static bool
+has_control(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			return true;
+	return false;
+}
+
 /*
  * Parses the envelope at the start of buf. -EBADMSG for a malformed one,
  * -EPROTO for a format newer than this program. *consumed is the offset of
@@ -286,7 +307,7 @@ envelope_parse(const char *buf, size_t len, struct envelope *env, size_t *consum
 		}
 		if (nl == p)
 			break;		/* the blank line ends the envelope */
-		if (memchr(p, '\0', (size_t)(nl - p)) || memchr(p, '\r', (size_t)(nl - p))) {
+		if (has_control(p, (size_t)(nl - p))) {
 			r = -EBADMSG;
 			goto fail;
 		}
@@ -716,6 +737,24 @@ queue_state_clear(struct queue_state *st)
 	memset(st, 0, sizeof *st);
 }
 
+/*
+ * Addresses compare as the state file keeps them: put_text() writes a tab,
+ * CR or LF as a space, so an address holding one (a queue file from before
+ * addresses were checked for them) is still found after a reload.
+ */
+static bool
+addr_eq(const char *a, const char *b)
+{
+	for (; *a && *b; a++, b++) {
+		char x = *a == '\t' || *a == '\r' || *a == '\n' ? ' ' : *a;
+		char y = *b == '\t' || *b == '\r' || *b == '\n' ? ' ' : *b;
+
+		if (x != y)
+			return false;
+	}
+	return *a == *b;
+}
+
 /* The recipient's entry, or NULL. */
 const struct queue_rcpt_state *
 queue_state_find(const struct queue_state *st, const char *addr)
@@ -723,7 +762,7 @@ queue_state_find(const struct queue_state *st, const char *addr)
 	size_t i;
 
 	for (i = 0; i < st->n_rcpt; i++)
-		if (strcmp(st->rcpt[i].addr, addr) == 0)
+		if (addr_eq(st->rcpt[i].addr, addr))
 			return &st->rcpt[i];
 	return NULL;
 }
@@ -736,7 +775,7 @@ queue_state_rcpt(struct queue_state *st, const char *addr)
 	size_t i;
 
 	for (i = 0; i < st->n_rcpt; i++)
-		if (strcmp(st->rcpt[i].addr, addr) == 0)
+		if (addr_eq(st->rcpt[i].addr, addr))
 			return &st->rcpt[i];
 	nv = realloc(st->rcpt, (st->n_rcpt + 1) * sizeof *nv);
 	if (!nv)
@@ -888,7 +927,8 @@ queue_state_parse(const char *buf, size_t len, struct queue_state *st)
 			r = -EBADMSG;	/* a state file is replaced whole: a torn line is corruption */
 			break;
 		}
-		if (memchr(p, '\0', (size_t)(nl - p))) {
+		/* We never write a NUL or a CR (put_text() replaces them): either is corruption. */
+		if (memchr(p, '\0', (size_t)(nl - p)) || memchr(p, '\r', (size_t)(nl - p))) {
 			r = -EBADMSG;
 			break;
 		}

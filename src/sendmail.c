@@ -262,7 +262,7 @@ sender_value(const char *s)
 	size_t len = strlen(s);
 
 	if (!envelope_value_valid(s))
-		die(EX_USAGE, "-f: the address contains a line break");
+		die(EX_USAGE, "-f: the address contains a line break or another control character");
 	/* "-f <>" or "-f ''" is the null sender; "<addr>" loses its brackets */
 	if (len >= 2 && s[0] == '<' && s[len - 1] == '>')
 		return strndup(s + 1, len - 2);
@@ -318,7 +318,7 @@ add_arg_rcpts(struct envelope *env, char **args, size_t n)
 
 		/* The address parser would drop a line break as folding white space. */
 		if (!envelope_value_valid(args[i]))
-			die(EX_USAGE, "bad recipient address: it contains a line break");
+			die(EX_USAGE, "bad recipient address: it contains a line break or another control character");
 		if (message_parse_addresses(args[i], strlen(args[i]), &mb, &nmb) < 0)
 			die(EX_TEMPFAIL, "out of memory");
 		if (nmb == 0)
@@ -345,17 +345,16 @@ envelope_base(struct envelope *env, const struct opts *o)
 	memset(env, 0, sizeof *env);
 	env->arrival = (int64_t)time(NULL);
 	env->user = strdup(pw ? pw->pw_name : "unknown");
-	if (o->fullname) {
-		char *p;
+	char *p;
 
+	if (o->fullname)
 		env->fullname = strdup(o->fullname);
-		/* A name is display text: line breaks become spaces, never a new header. */
-		for (p = env->fullname; p && *p; p++)
-			if (*p == '\r' || *p == '\n')
-				*p = ' ';
-	} else if (pw && pw->pw_gecos && pw->pw_gecos[0]) {
+	else if (pw && pw->pw_gecos && pw->pw_gecos[0])
 		env->fullname = strndup(pw->pw_gecos, strcspn(pw->pw_gecos, ","));
-	}
+	/* A name is display text: control characters become spaces, never a new header. */
+	for (p = env->fullname; p && *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = ' ';
 	if (o->sender)
 		env->sender = sender_value(o->sender);
 }

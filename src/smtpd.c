@@ -200,6 +200,16 @@ parse_path(const char *arg, const char *prefix, const char **params)
 	return strndup(p, (size_t)(e - p));
 }
 
+/* A tab or other control character: no envelope address may hold one (see envelope_value_valid). */
+static bool
+has_control(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
 /* MAIL and RCPT parameters: those we offer are accepted; DSN is not offered (Gmail has none). */
 static bool
 params_ok(const char *params, bool mail)
@@ -256,7 +266,8 @@ command(struct smtpd *s, char *line)
 			return;
 		}
 		path = parse_path(arg, "FROM:", &params);
-		if (!path) {
+		if (!path || has_control(path)) {
+			free(path);
 			reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
 			return;
 		}
@@ -276,7 +287,7 @@ command(struct smtpd *s, char *line)
 			return;
 		}
 		path = parse_path(arg, "TO:", &params);
-		if (!path || !path[0]) {
+		if (!path || !path[0] || has_control(path)) {
 			free(path);
 			reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
 			return;
