@@ -40,7 +40,10 @@ for t in "${targets[@]}"; do
 	fi
 	mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
 	cp -R "$here/corpus/$t/." "$work/$t/corpus/"
-	"$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	# FUZZ_SEED fixes libFuzzer's random choices: a run then repeats a prefix of
+	# the same input sequence whatever the machine's speed (CI sets it).
+	"$exe" -max_total_time="$seconds" ${FUZZ_SEED:+-seed="$FUZZ_SEED"} -timeout=10 -rss_limit_mb=2048 \
+		-print_final_stats=1 \
 		-artifact_prefix="$work/$t/artifacts/" "$work/$t/corpus" >"$work/$t/log" 2>&1
 	status=$?
 	runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t/log")
