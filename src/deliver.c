@@ -96,8 +96,7 @@ deliver_clear(struct deliver *d)
 	session_close(d, true);
 	secret_wipe(&d->secret);
 	localnames_clear(&d->ln);
-	if (d->trust)
-		gnutls_certificate_free_credentials(d->trust);
+	tls_trust_free(d->trust);
 	d->trust = NULL;
 	free(d->last_sent);
 	free(d->last_error);
@@ -189,13 +188,13 @@ ehlo(struct deliver *d, struct smtp_reply *r)
 	return k;
 }
 
-/* The trust store, parsed once per outboxd while the first TCP handshake is under way. */
+/* The trust, set up once per outboxd while the first TCP handshake is under way. */
 static void
 load_trust(void *userdata)
 {
 	struct deliver *d = userdata;
 
-	if (!d->trust && tls_trust_load(&d->trust, d->cfg->ca_file, d->trust_error, sizeof d->trust_error) < 0)
+	if (!d->trust && tls_trust_new(&d->trust, d->cfg->ca_file, d->trust_error, sizeof d->trust_error) < 0)
 		d->trust = NULL;
 }
 

@@ -28,7 +28,7 @@ struct deliver {
 	unsigned sent, deferred, failed;
 	unsigned bounced;	/* bounce reports queued in this pass */
 	bool linger;		/* keep the session open after a run (outboxd) */
-	gnutls_certificate_credentials_t trust;	/* system store plus ca-file, loaded once */
+	struct tls_trust *trust;	/* system bundle plus ca-file, for every session */
 	char trust_error[300];
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */

@@ -2,7 +2,7 @@
 /*
  * The connection to the relay. TCP to each address of the host in turn, with
  * TCP_NODELAY so that no command waits on Nagle or a delayed ACK; then TLS
- * through GnuTLS: the system trust store plus ca-file, SNI, the host name
+ * through GnuTLS: the system CA bundle plus ca-file, SNI, the host name
  * checked against the certificate during the handshake, TLS 1.2 or newer.
  * There is no way to turn verification off. Every wait has a timeout.
  *
@@ -21,9 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/x509.h>
+
+#include "pem.h"
 #include "tls.h"
 
 /* Errors of our own beyond errno: */
@@ -201,38 +205,223 @@ tls_wait(struct conn *c, int64_t deadline)
  * on 587). The certificate must chain to the system store or ca-file and
  * name the host; otherwise -E_TLS_VERIFY and nothing is sent.
  */
-/* The system trust store plus ca-file, loaded once and shared by the connections that use it. */
-int
-tls_trust_load(gnutls_certificate_credentials_t *out, const char *ca_file, char *err, size_t errlen)
-{
-	gnutls_certificate_credentials_t cred;
-	int g;
+struct tls_trust {
+	gnutls_certificate_credentials_t cred;	/* the CAs picked so far */
+	const char *files[2];			/* the bundles to pick from: system, ca-file */
+	size_t n_files;
+	char *ca_file;
+};
 
-	g = gnutls_certificate_allocate_credentials(&cred);
-	if (g < 0) {
-		snprintf(err, errlen, "TLS setup: %s", gnutls_strerror(g));
-		return -E_TLS;
-	}
-	g = gnutls_certificate_set_x509_system_trust(cred);
-	if (g < 0 && !ca_file) {
-		snprintf(err, errlen, "TLS setup: the system trust store: %s", gnutls_strerror(g));
-		gnutls_certificate_free_credentials(cred);
-		return -E_TLS;
-	}
-	if (ca_file) {
-		g = gnutls_certificate_set_x509_trust_file(cred, ca_file, GNUTLS_X509_FMT_PEM);
-		if (g <= 0) {
-			snprintf(err, errlen, "ca-file %s: %s", ca_file, g == 0 ? "no certificates" : gnutls_strerror(g));
-			gnutls_certificate_free_credentials(cred);
-			return -E_TLS;
+/* Where distributions keep the bundle of CAs trusted for TLS servers (what GnuTLS's own store reads). */
+static const char *const system_bundles[] = {
+	"/etc/ssl/certs/ca-certificates.crt",	/* Debian, Ubuntu, Arch, Gentoo */
+	"/etc/pki/tls/certs/ca-bundle.crt",	/* Fedora, RHEL */
+	"/etc/ssl/ca-bundle.pem",		/* openSUSE */
+	"/etc/ssl/cert.pem",			/* Alpine */
+};
+
+const char *
+tls_trust_system_bundle(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof system_bundles / sizeof *system_bundles; i++)
+		if (access(system_bundles[i], R_OK) == 0)
+			return system_bundles[i];
+	return NULL;
+}
+
+void
+tls_trust_free(struct tls_trust *t)
+{
+	if (!t)
+		return;
+	if (t->cred)
+		gnutls_certificate_free_credentials(t->cred);
+	free(t->ca_file);
+	free(t);
+}
+
+struct pick {
+	gnutls_certificate_credentials_t cred;
+	const gnutls_datum_t *want;	/* subject names wanted */
+	size_t n_want;
+	unsigned added;
+};
+
+static int
+pick_cert(const unsigned char *der, size_t len, void *arg)
+{
+	struct pick *pk = arg;
+	const unsigned char *subj;
+	size_t subj_len, i;
+
+	if (!pem_der_subject(der, len, &subj, &subj_len))
+		return 0;
+	for (i = 0; i < pk->n_want; i++) {
+		if (pk->want[i].size == subj_len && memcmp(pk->want[i].data, subj, subj_len) == 0) {
+			gnutls_datum_t d = { .data = (unsigned char *)der, .size = (unsigned)len };
+
+			if (gnutls_certificate_set_x509_trust_mem(pk->cred, &d, GNUTLS_X509_FMT_DER) > 0)
+				pk->added++;
+			break;
 		}
 	}
-	*out = cred;
 	return 0;
 }
 
+/* Adds the certificates of path whose subject is one of want; how many (without want: all), or -errno. */
+static long
+trust_pick(struct tls_trust *t, const char *path, const gnutls_datum_t *want, size_t n_want)
+{
+	struct pick pk = { .cred = t->cred, .want = want, .n_want = n_want };
+	struct stat st;
+	FILE *f;
+	long n;
+
+	f = fopen(path, "rbe");
+	if (!f)
+		return -errno;
+	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+		fclose(f);
+		return -EINVAL;
+	}
+	n = pem_each_cert(f, want ? pick_cert : NULL, &pk);
+	if (n >= 0 && ferror(f))
+		n = -EIO;
+	fclose(f);
+	if (n == -1)
+		return -ENOMEM;
+	if (n < 0)
+		return n;
+	return want ? (long)pk.added : n;
+}
+
+/*
+ * The trust for every connection of this process. Only ca-file is read now
+ * (a file without a certificate is an error worth reporting at once); the
+ * bundles are searched during each handshake that needs an issuer not yet
+ * picked. Without a known bundle, GnuTLS's own system store is loaded whole.
+ */
 int
-conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err, size_t errlen)
+tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t errlen)
+{
+	struct tls_trust *t;
+	const char *bundle = tls_trust_system_bundle();
+	int g;
+
+	t = calloc(1, sizeof *t);
+	if (!t) {
+		snprintf(err, errlen, "TLS setup: %s", strerror(ENOMEM));
+		return -ENOMEM;
+	}
+	g = gnutls_certificate_allocate_credentials(&t->cred);
+	if (g < 0) {
+		snprintf(err, errlen, "TLS setup: %s", gnutls_strerror(g));
+		free(t);
+		return -E_TLS;
+	}
+	if (bundle) {
+		t->files[t->n_files++] = bundle;
+	} else {
+		g = gnutls_certificate_set_x509_system_trust(t->cred);
+		if (g < 0 && !ca_file) {
+			snprintf(err, errlen, "TLS setup: the system trust store: %s", gnutls_strerror(g));
+			tls_trust_free(t);
+			return -E_TLS;
+		}
+	}
+	if (ca_file) {
+		long n = trust_pick(t, ca_file, NULL, 0);
+
+		if (n <= 0) {
+			snprintf(err, errlen, "ca-file %s: %s", ca_file,
+			         n == 0 ? "no certificates" : strerror((int)-n));
+			tls_trust_free(t);
+			return -E_TLS;
+		}
+		t->ca_file = strdup(ca_file);
+		if (!t->ca_file) {
+			tls_trust_free(t);
+			return -ENOMEM;
+		}
+		t->files[t->n_files++] = t->ca_file;
+	}
+	*out = t;
+	return 0;
+}
+
+#define CHAIN_MAX 16
+
+/*
+ * The subject names a chain may need as trust anchors: the issuer of each
+ * certificate, and each certificate's own subject (a chain that carries its
+ * root, or a cross-signed CA that is itself trusted). GnuTLS looks anchors
+ * up by these exact bytes; so a bundle's certificate can matter to the
+ * verification only if its subject is among them.
+ */
+static long
+trust_add_issuers(struct tls_trust *t, gnutls_session_t s)
+{
+	const gnutls_datum_t *peers;
+	gnutls_x509_crt_t crt[CHAIN_MAX];
+	gnutls_datum_t want[2 * CHAIN_MAX];
+	unsigned n = 0, i, n_want = 0;
+	long added = 0;
+	size_t f;
+
+	peers = gnutls_certificate_get_peers(s, &n);
+	if (!peers || n == 0)
+		return 0;
+	if (n > CHAIN_MAX)
+		n = CHAIN_MAX;
+	for (i = 0; i < n; i++) {
+		crt[i] = NULL;
+		if (gnutls_x509_crt_init(&crt[i]) < 0 ||
+		    gnutls_x509_crt_import(crt[i], &peers[i], GNUTLS_X509_FMT_DER) < 0)
+			continue;
+		if (gnutls_x509_crt_get_raw_issuer_dn(crt[i], &want[n_want]) == 0)
+			n_want++;
+		if (gnutls_x509_crt_get_raw_dn(crt[i], &want[n_want]) == 0)
+			n_want++;
+	}
+	for (f = 0; f < t->n_files && n_want > 0; f++) {
+		long k = trust_pick(t, t->files[f], want, n_want);
+
+		if (k > 0)
+			added += k;
+	}
+	for (i = 0; i < n_want; i++)
+		gnutls_free(want[i].data);
+	for (i = 0; i < n; i++)
+		if (crt[i])
+			gnutls_x509_crt_deinit(crt[i]);
+	return added;
+}
+
+/*
+ * GnuTLS's own verification (chain, validity, the host name, the profile's
+ * key sizes, a stapled OCSP answer), with the issuers the chain needs
+ * fetched from the bundles the first time they are missing.
+ */
+static int
+verify_peer(gnutls_session_t s)
+{
+	struct conn *c = gnutls_session_get_ptr(s);
+	gnutls_typed_vdata_st host = { .type = GNUTLS_DT_DNS_HOSTNAME, .data = (unsigned char *)c->host };
+	unsigned status = 0;
+
+	if (gnutls_certificate_verify_peers(s, &host, 1, &status) < 0)
+		return GNUTLS_E_CERTIFICATE_ERROR;
+	if ((status & GNUTLS_CERT_SIGNER_NOT_FOUND) && trust_add_issuers(c->trust, s) > 0 &&
+	    gnutls_certificate_verify_peers(s, &host, 1, &status) < 0)
+		return GNUTLS_E_CERTIFICATE_ERROR;
+	c->verify_status = status;
+	return status ? GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR : 0;
+}
+
+int
+conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen)
 {
 	const char *errpos = NULL;
 	int64_t deadline;
@@ -246,7 +435,7 @@ conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err,
 	                               &errpos);
 	if (g < 0)
 		goto tls_error;
-	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, trust);
+	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, trust->cred);
 	if (g < 0)
 		goto tls_error;
 	/* RFC 6066 3: SNI carries host names only, never an address literal. */
@@ -255,7 +444,10 @@ conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err,
 		if (g < 0)
 			goto tls_error;
 	}
-	gnutls_session_set_verify_cert(c->tls, c->host, 0);
+	c->trust = trust;
+	c->verify_status = GNUTLS_CERT_INVALID;
+	gnutls_session_set_ptr(c->tls, c);
+	gnutls_session_set_verify_function(c->tls, verify_peer);
 	gnutls_transport_set_int(c->tls, c->fd);
 	gnutls_handshake_set_timeout(c->tls, 0);
 
@@ -277,10 +469,9 @@ conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err,
 		if (!gnutls_error_is_fatal(g))
 			continue;
 		if (g == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR || g == GNUTLS_E_CERTIFICATE_ERROR) {
-			unsigned status = gnutls_session_get_verify_cert_status(c->tls);
 			gnutls_datum_t text = { 0 };
 
-			gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0);
+			gnutls_certificate_verification_status_print(c->verify_status, GNUTLS_CRT_X509, &text, 0);
 			snprintf(err, errlen, "TLS certificate of %s[%s] not trusted: %s", c->host, c->peer,
 			         text.data ? (char *)text.data : gnutls_strerror(g));
 			gnutls_free(text.data);

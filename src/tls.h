@@ -7,6 +7,13 @@
 
 #include <gnutls/gnutls.h>
 
+/*
+ * The certificates outboxd trusts: the system CA bundle plus ca-file. They
+ * are read when a server's chain asks for them, and only the issuers that
+ * chain names are parsed and kept (a whole bundle parsed costs megabytes).
+ */
+struct tls_trust;
+
 /* One connection to the relay: TCP, then TLS that is verified before any SMTP is sent. */
 struct conn {
 	int fd;
@@ -19,12 +26,17 @@ struct conn {
 	char *out;		/* one flight, sent with conn_flush() */
 	size_t out_len, out_cap;
 	size_t bytes_out;
+	struct tls_trust *trust;	/* while a handshake runs */
+	unsigned verify_status;	/* GnuTLS's verdict on the last certificate, 0 if trusted */
 };
 
-int tls_trust_load(gnutls_certificate_credentials_t *out, const char *ca_file, char *err, size_t errlen);
+int tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t errlen);
+void tls_trust_free(struct tls_trust *t);
+/* The bundle scanned for issuers: the distribution's, or NULL when GnuTLS's own store is loaded whole. */
+const char *tls_trust_system_bundle(void);
 int conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
               struct conn **out, char *err, size_t errlen);
-int conn_starttls(struct conn *c, gnutls_certificate_credentials_t trust, char *err, size_t errlen);
+int conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen);
 void conn_free(struct conn *c);
 int conn_write(struct conn *c, const void *buf, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

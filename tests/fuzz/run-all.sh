@@ -19,7 +19,7 @@ seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(headers wire smtpd reply config state)
+[ ${#targets[@]} -gt 0 ] || targets=(headers wire smtpd reply config state pem)
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/outbox-fuzz.XXXXXX") || exit 71
 keep=false

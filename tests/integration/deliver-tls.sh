@@ -71,6 +71,63 @@ for variant in unknown-ca --self-signed --wrong-name --expired; do
 	stop_server
 done
 
+# A bundle as distributions ship them: the system's CAs with ours among them.
+# outboxd reads it a line at a time and keeps only the issuers the server's
+# chain names, so its place in the bundle must not matter.
+if [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+	for where in first middle last; do
+		check "ca-file is a bundle of $(grep -c 'BEGIN CERT' /etc/ssl/certs/ca-certificates.crt) CAs, ours $where: delivered"
+		bundle=$T/bundle-$where.pem
+		case $where in
+		first) cat "$CERTS/ca.pem" /etc/ssl/certs/ca-certificates.crt ;;
+		middle) awk -v ca="$CERTS/ca.pem" '/END CERT/ { n++ } { print } /END CERT/ && n == 70 { while ((getline l < ca) > 0) print l }' /etc/ssl/certs/ca-certificates.crt ;;
+		last) cat /etc/ssl/certs/ca-certificates.crt "$CERTS/ca.pem" ;;
+		esac >"$bundle"
+		start_server
+		write_config "account.ca-file=$bundle"
+		queue_msg "bundle $where"
+		od_once
+		expect_od_rc 0
+		expect_eq "messages stored" "$(stored)" 1
+		expect_empty_queue
+		stop_server
+	done
+fi
+
+check "a server that sends its intermediate CA, the root in ca-file: delivered"
+gen_certs "$T/certs-int" --intermediate
+start_server --cert-dir "$T/certs-int"
+write_config "account.ca-file=$T/certs-int/ca.pem"
+queue_msg "intermediate"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored)" 1
+expect_empty_queue
+stop_server
+
+check "the same chain with an unrelated root in ca-file: refused"
+start_server --cert-dir "$T/certs-int"
+write_config "account.ca-file=$CERTS/ca.pem"
+queue_msg "intermediate, wrong root"
+od_once
+expect_od_rc 75
+expect_no_smtp
+expect_eq "messages stored" "$(stored)" 0
+expect_deferred_kept
+grep -q 'not trusted' "$T/od.err" || fail "the log does not say why: $(cat "$T/od.err")"
+stop_server
+
+check "ca-file without a certificate: the error names it, nothing sent"
+start_server
+printf 'not a certificate\n' >"$T/empty.pem"
+write_config "account.ca-file=$T/empty.pem"
+queue_msg "no ca"
+od_once
+expect_od_rc 75
+expect_no_smtp
+grep -q "ca-file $T/empty.pem: no certificates" "$T/od.err" || fail "the log does not name the ca-file: $(cat "$T/od.err")"
+stop_server
+
 check "implicit TLS against a plaintext server: no AUTH, no MAIL"
 start_server --tls none
 write_config

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Scriptable SMTP test server for the outbox integration tests.
 
-    smtpd.py gen-certs DIR [--expired] [--wrong-name] [--self-signed] [--weak-key]
+    smtpd.py gen-certs DIR [--expired] [--wrong-name] [--self-signed] [--weak-key] [--intermediate]
     smtpd.py serve --cert-dir DIR --maildir DIR [options]
 
 The server speaks ESMTP over implicit TLS, STARTTLS or plaintext, offers
@@ -99,6 +99,11 @@ def gen_certs(args):
     now = datetime.datetime.now(datetime.timezone.utc)
     day = datetime.timedelta(days=1)
 
+    ca_usage = x509.KeyUsage(
+        digital_signature=False, content_commitment=False,
+        key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=True, crl_sign=True,
+        encipher_only=False, decipher_only=False)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name("outbox test CA")
     ca_cert = (
@@ -107,15 +112,31 @@ def gen_certs(args):
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - day).not_valid_after(now + 365 * day)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False,
-            key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(ca_usage, critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
                        critical=False)
         .sign(ca_key, hashes.SHA256()))
+    chain = []
+    if args.intermediate:
+        # The server's issuer is an intermediate that the server sends along,
+        # as public CAs do; ca.pem holds only the root.
+        int_key = ec.generate_private_key(ec.SECP256R1())
+        int_name = name("outbox test intermediate")
+        int_cert = (
+            x509.CertificateBuilder()
+            .subject_name(int_name).issuer_name(ca_name)
+            .public_key(int_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - day).not_valid_after(now + 365 * day)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(ca_usage, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(int_key.public_key()),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+        ca_name, ca_key, chain = int_name, int_key, [int_cert]
 
     if args.weak_key:
         key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -151,7 +172,7 @@ def gen_certs(args):
 
     os.makedirs(args.dir, exist_ok=True)
     write_file(os.path.join(args.dir, "ca.pem"), pem(ca_cert))
-    write_file(os.path.join(args.dir, "server.pem"), pem(cert))
+    write_file(os.path.join(args.dir, "server.pem"), b"".join(pem(c) for c in [cert] + chain))
     write_file(os.path.join(args.dir, "server.key"), key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()), mode=0o600)
@@ -1107,6 +1128,8 @@ def main():
     g.add_argument("--wrong-name", action="store_true", help="certificate only names wrong.example")
     g.add_argument("--self-signed", action="store_true", help="server certificate not from the CA")
     g.add_argument("--weak-key", action="store_true", help="1024-bit RSA server key")
+    g.add_argument("--intermediate", action="store_true",
+                   help="server certificate issued by an intermediate CA it sends along")
 
     s = sub.add_parser("serve", help="run the SMTP server")
     s.add_argument("--cert-dir", help="from gen-certs (not needed with --tls none)")
