@@ -96,8 +96,8 @@ deliver_clear(struct deliver *d)
 	session_close(d, true);
 	secret_wipe(&d->secret);
 	localnames_clear(&d->ln);
-	tls_trust_free(d->trust);
-	d->trust = NULL;
+	tls_client_free(d->tls);
+	d->tls = NULL;
 	free(d->last_sent);
 	free(d->last_error);
 }
@@ -188,14 +188,14 @@ ehlo(struct deliver *d, struct smtp_reply *r)
 	return k;
 }
 
-/* The trust, set up once per outboxd while the first TCP handshake is under way. */
+/* The TLS client (trust, ticket), set up once per outboxd while the first TCP handshake is under way. */
 static void
-load_trust(void *userdata)
+tls_setup(void *userdata)
 {
 	struct deliver *d = userdata;
 
-	if (!d->trust && tls_trust_new(&d->trust, d->cfg->ca_file, d->trust_error, sizeof d->trust_error) < 0)
-		d->trust = NULL;
+	if (!d->tls && tls_client_new(&d->tls, d->cfg->ca_file, d->tls_error, sizeof d->tls_error) < 0)
+		d->tls = NULL;
 }
 
 /*
@@ -215,19 +215,19 @@ session_open(struct deliver *d, char *text, size_t textlen)
 
 	d->connections++;
 	memset(&d->caps, 0, sizeof d->caps);
-	k = conn_open(c->host, c->port, (int)c->timeout * 1000, load_trust, d, &d->conn, err, sizeof err);
+	k = conn_open(c->host, c->port, (int)c->timeout * 1000, tls_setup, d, &d->conn, err, sizeof err);
 	if (k < 0) {
 		snprintf(text, textlen, "%s", err[0] ? err : conn_error(k));
 		return SMTP_DEFER;
 	}
-	load_trust(d);		/* when the connection needed no wait */
-	if (!d->trust) {
-		snprintf(text, textlen, "%s", d->trust_error);
+	tls_setup(d);		/* when the connection needed no wait */
+	if (!d->tls) {
+		snprintf(text, textlen, "%s", d->tls_error);
 		session_close(d, false);
 		return SMTP_DEFER;
 	}
 	if (c->tls == CONFIG_TLS_IMPLICIT) {
-		k = conn_starttls(d->conn, d->trust, err, sizeof err);
+		k = conn_starttls(d->conn, d->tls, err, sizeof err);
 		if (k < 0)
 			goto tls_failed;
 	}
@@ -262,7 +262,7 @@ session_open(struct deliver *d, char *text, size_t textlen)
 			         d->conn->peer);
 			goto fail;
 		}
-		k = conn_starttls(d->conn, d->trust, err, sizeof err);
+		k = conn_starttls(d->conn, d->tls, err, sizeof err);
 		if (k < 0)
 			goto tls_failed;
 		k = ehlo(d, &r);
@@ -1179,8 +1179,10 @@ struct window {
 	size_t n;
 	size_t bytes;
 	bool hold;		/* a credential problem was seen */
-	char (*requeue)[QUEUE_ID_LEN + 1];	/* to send again after a 503 */
+	char (*requeue)[QUEUE_ID_LEN + 1];	/* to send again: after a 503, or a 421 (see closing) */
 	size_t n_requeue;
+	char *closing;		/* a 421 ended this session: its text */
+	char *requeue_why;	/* the latest 421 that turned messages back */
 };
 
 static void
@@ -1253,16 +1255,22 @@ flight_send(struct deliver *d, struct flight *f, char *buf, char *wbuf)
 	return k;
 }
 
-/* Recipients of a flight not yet decided wait: the connection went away. */
+/*
+ * Recipients of a flight not yet decided wait: the connection went away,
+ * or the server ended the session with a 421 (closing) before it took this
+ * message, which then cannot have been delivered.
+ */
 static void
-flight_lost(struct deliver *d, struct flight *f, int k)
+flight_lost(struct deliver *d, struct flight *f, int k, const char *closing)
 {
-	char why[300];
+	char why[600];
 	size_t i;
 
 	if (f->rset)
 		return;
-	if (f->complete)
+	if (closing)
+		snprintf(why, sizeof why, "not taken: the server closed the session before it: %s", closing);
+	else if (f->complete)
 		snprintf(why, sizeof why,
 		         "lost connection with %s[%s] after end of data, before the reply (%s); "
 		         "the message may have been delivered",
@@ -1277,6 +1285,44 @@ flight_lost(struct deliver *d, struct flight *f, int k)
 			record(d, &f->mc, f->rcpt[i], SMTP_DEFER, "4.4.2", why);
 	}
 	finish_msg(d, &f->mc);
+}
+
+/*
+ * A 421 ends the session; the commands after it were never read. On a
+ * session that delivered mail it is a per-connection limit (Gmail closes
+ * long sessions so): what it did not take goes again at once, on a new
+ * connection. Before any delivery it is the server saying "later", and the
+ * messages wait on the backoff schedule.
+ */
+static void
+note_closing(struct window *win, const struct smtp_reply *r, const char *after)
+{
+	char dsn[16];
+
+	if (!win->closing)
+		reply_parts(r, &win->closing, dsn, sizeof dsn, after);
+}
+
+static bool
+closing_requeues(const struct deliver *d, const struct window *win)
+{
+	return win->closing && d->connections == 0;
+}
+
+/* Never tried for real: its state stays, and it goes again later in this run. */
+static void
+requeue(struct window *win, struct flight *f)
+{
+	void *nv = realloc(win->requeue, (win->n_requeue + 1) * sizeof *win->requeue);
+
+	if (nv) {
+		win->requeue = nv;
+		memcpy(win->requeue[win->n_requeue++], f->mc.m->id, QUEUE_ID_LEN + 1);
+	}
+	if (win->closing) {
+		free(win->requeue_why);
+		win->requeue_why = strdup(win->closing);
+	}
 }
 
 static int
@@ -1331,7 +1377,9 @@ flight_collect(struct deliver *d, struct window *win)
 	if (k < 0)
 		goto lost;
 	v = smtp_classify(&r, SMTP_MAIL);
-	if (r.code == 503) {
+	if (r.code == 421)
+		note_closing(win, &r, "MAIL FROM");
+	if (r.code == 503 || (r.code == 421 && closing_requeues(d, win))) {
 		bad_sequence = true;
 	} else if (v == SMTP_HOLD) {
 		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
@@ -1357,9 +1405,11 @@ flight_collect(struct deliver *d, struct window *win)
 		k = read_reply(d->conn, &r);
 		if (k < 0)
 			goto lost;
+		if (r.code == 421)
+			note_closing(win, &r, "RCPT TO");
 		if (mail_ok) {
 			v = smtp_classify(&r, SMTP_RCPT);
-			if (r.code == 503) {
+			if (r.code == 503 || (r.code == 421 && closing_requeues(d, win))) {
 				bad_sequence = true;
 			} else if (v == SMTP_OK) {
 				ok[i] = true;
@@ -1394,8 +1444,10 @@ flight_collect(struct deliver *d, struct window *win)
 		if (k < 0)
 			goto lost;
 		v = smtp_classify(&r, SMTP_DATA_END);
+		if (r.code == 421)
+			note_closing(win, &r, "BDAT");
 		/* After a chunk of this message was refused, 503s are its own transaction's end. */
-		if (r.code == 503 && !failed && !chunk_error) {
+		if ((r.code == 503 || (r.code == 421 && closing_requeues(d, win))) && !failed && !chunk_error) {
 			bad_sequence = true;
 		} else if (v != SMTP_OK && !chunk_error) {
 			chunk_v = v;
@@ -1428,13 +1480,7 @@ flight_collect(struct deliver *d, struct window *win)
 		win->hold = true;
 	}
 	if (bad_sequence && !recorded) {
-		/* Never tried for real: its state stays, and it goes again after the RSET. */
-		void *nv = realloc(win->requeue, (win->n_requeue + 1) * sizeof *win->requeue);
-
-		if (nv) {
-			win->requeue = nv;
-			memcpy(win->requeue[win->n_requeue++], f->mc.m->id, QUEUE_ID_LEN + 1);
-		}
+		requeue(win, f);
 	} else if (recorded) {
 		finish_msg(d, &f->mc);
 	}
@@ -1454,7 +1500,10 @@ lost:
 	smtp_reply_clear(&r);
 	free(chunk_error);
 	free(ok);
-	flight_lost(d, f, k);
+	if (closing_requeues(d, win) && !recorded)
+		requeue(win, f);
+	else
+		flight_lost(d, f, k, win->closing);
 	flight_free(f);
 	return k;
 }
@@ -1466,11 +1515,16 @@ window_lost(struct deliver *d, struct window *win, int k)
 	size_t i;
 
 	for (i = 0; i < win->n; i++) {
-		flight_lost(d, win->f[i], k);
+		if (closing_requeues(d, win) && !win->f[i]->rset)
+			requeue(win, win->f[i]);
+		else
+			flight_lost(d, win->f[i], k, win->closing);
 		flight_free(win->f[i]);
 	}
 	win->n = 0;
 	win->bytes = 0;
+	free(win->closing);
+	win->closing = NULL;
 	d->conn_broken = true;
 	session_close(d, false);
 }
@@ -1537,7 +1591,10 @@ window_send(struct deliver *d, struct window *win, struct flight *f, char *buf, 
 		win->f[win->n++] = f;
 		win->bytes += f->bytes;
 	} else {
-		flight_lost(d, f, k);
+		if (closing_requeues(d, win))
+			requeue(win, f);	/* never sent */
+		else
+			flight_lost(d, f, k, win->closing);
 		flight_free(f);
 	}
 	if (k < 0)
@@ -1863,7 +1920,14 @@ run_pass(struct deliver *d, struct deliver_result *res)
 		(void)window_drain(d, &win);
 	for (i = 0; i < win.n; i++)
 		flight_free(win.f[i]);
+	/* Turned back more often than there are messages: they wait like any deferred one. */
+	if (win.n_requeue && !win.hold && !(d->stop && d->stop(d->userdata)))
+		defer_all(d, win.requeue, win.n_requeue,
+		          win.requeue_why ? win.requeue_why : "the server refused the command sequence (503)", 0,
+		          true);
 	free(win.requeue);
+	free(win.requeue_why);
+	free(win.closing);
 	if (win.hold) {
 		res->outcome = DELIVER_HELD_ACCOUNT;
 		free(hold);

@@ -36,6 +36,8 @@
 #define E_CLOSED 10003
 #define E_LINE 10004
 
+static void ticket_save(struct conn *c);
+
 const char *
 conn_error(int r)
 {
@@ -156,6 +158,7 @@ conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecti
 		return -ENOMEM;
 	}
 	c->fd = -1;
+	c->port = port;
 	c->timeout_ms = timeout_ms;
 	c->host = strdup(host);
 	r = -EHOSTUNREACH;
@@ -205,11 +208,13 @@ tls_wait(struct conn *c, int64_t deadline)
  * on 587). The certificate must chain to the system store or ca-file and
  * name the host; otherwise -E_TLS_VERIFY and nothing is sent.
  */
-struct tls_trust {
+struct tls_client {
 	gnutls_certificate_credentials_t cred;	/* the CAs picked so far */
 	const char *files[2];			/* the bundles to pick from: system, ca-file */
 	size_t n_files;
 	char *ca_file;
+	gnutls_datum_t ticket;			/* to resume a session with ticket_server, once */
+	char *ticket_server;			/* "host:port" */
 };
 
 /* Where distributions keep the bundle of CAs trusted for TLS servers (what GnuTLS's own store reads). */
@@ -221,7 +226,7 @@ static const char *const system_bundles[] = {
 };
 
 const char *
-tls_trust_system_bundle(void)
+tls_system_bundle(void)
 {
 	size_t i;
 
@@ -231,11 +236,60 @@ tls_trust_system_bundle(void)
 	return NULL;
 }
 
+static void
+ticket_forget(struct tls_client *t)
+{
+	if (t->ticket.data) {
+		explicit_bzero(t->ticket.data, t->ticket.size);
+		gnutls_free(t->ticket.data);
+	}
+	t->ticket.data = NULL;
+	t->ticket.size = 0;
+	free(t->ticket_server);
+	t->ticket_server = NULL;
+}
+
+/* A TLS 1.3 ticket arrived (inside a record read): saved once the read returns. */
+static int
+ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming, const gnutls_datum_t *msg)
+{
+	struct conn *c = gnutls_session_get_ptr(s);
+
+	if (incoming)
+		c->ticket_new = true;
+	return 0;
+}
+
+/*
+ * Keeps what resumes this session, when the server gave it: under TLS 1.3
+ * a ticket (never waited for: GnuTLS would block for one), under TLS 1.2 a
+ * ticket or the session ID.
+ */
+static void
+ticket_save(struct conn *c)
+{
+	struct tls_client *t = c->client;
+	gnutls_datum_t d = { 0 };
+
+	if (gnutls_protocol_get_version(c->tls) == GNUTLS_TLS1_3 &&
+	    !(gnutls_session_get_flags(c->tls) & GNUTLS_SFLAGS_SESSION_TICKET))
+		return;
+	if (gnutls_session_get_data2(c->tls, &d) < 0)
+		return;
+	ticket_forget(t);
+	t->ticket = d;
+	if (asprintf(&t->ticket_server, "%s:%u", c->host, c->port) < 0) {
+		t->ticket_server = NULL;
+		ticket_forget(t);
+	}
+}
+
 void
-tls_trust_free(struct tls_trust *t)
+tls_client_free(struct tls_client *t)
 {
 	if (!t)
 		return;
+	ticket_forget(t);
 	if (t->cred)
 		gnutls_certificate_free_credentials(t->cred);
 	free(t->ca_file);
@@ -272,7 +326,7 @@ pick_cert(const unsigned char *der, size_t len, void *arg)
 
 /* Adds the certificates of path whose subject is one of want; how many (without want: all), or -errno. */
 static long
-trust_pick(struct tls_trust *t, const char *path, const gnutls_datum_t *want, size_t n_want)
+trust_pick(struct tls_client *t, const char *path, const gnutls_datum_t *want, size_t n_want)
 {
 	struct pick pk = { .cred = t->cred, .want = want, .n_want = n_want };
 	struct stat st;
@@ -304,10 +358,10 @@ trust_pick(struct tls_trust *t, const char *path, const gnutls_datum_t *want, si
  * picked. Without a known bundle, GnuTLS's own system store is loaded whole.
  */
 int
-tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t errlen)
+tls_client_new(struct tls_client **out, const char *ca_file, char *err, size_t errlen)
 {
-	struct tls_trust *t;
-	const char *bundle = tls_trust_system_bundle();
+	struct tls_client *t;
+	const char *bundle = tls_system_bundle();
 	int g;
 
 	t = calloc(1, sizeof *t);
@@ -327,7 +381,7 @@ tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t err
 		g = gnutls_certificate_set_x509_system_trust(t->cred);
 		if (g < 0 && !ca_file) {
 			snprintf(err, errlen, "TLS setup: the system trust store: %s", gnutls_strerror(g));
-			tls_trust_free(t);
+			tls_client_free(t);
 			return -E_TLS;
 		}
 	}
@@ -337,12 +391,12 @@ tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t err
 		if (n <= 0) {
 			snprintf(err, errlen, "ca-file %s: %s", ca_file,
 			         n == 0 ? "no certificates" : strerror((int)-n));
-			tls_trust_free(t);
+			tls_client_free(t);
 			return -E_TLS;
 		}
 		t->ca_file = strdup(ca_file);
 		if (!t->ca_file) {
-			tls_trust_free(t);
+			tls_client_free(t);
 			return -ENOMEM;
 		}
 		t->files[t->n_files++] = t->ca_file;
@@ -361,7 +415,7 @@ tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t err
  * verification only if its subject is among them.
  */
 static long
-trust_add_issuers(struct tls_trust *t, gnutls_session_t s)
+trust_add_issuers(struct tls_client *t, gnutls_session_t s)
 {
 	const gnutls_datum_t *peers;
 	gnutls_x509_crt_t crt[CHAIN_MAX];
@@ -413,7 +467,7 @@ verify_peer(gnutls_session_t s)
 
 	if (gnutls_certificate_verify_peers(s, &host, 1, &status) < 0)
 		return GNUTLS_E_CERTIFICATE_ERROR;
-	if ((status & GNUTLS_CERT_SIGNER_NOT_FOUND) && trust_add_issuers(c->trust, s) > 0 &&
+	if ((status & GNUTLS_CERT_SIGNER_NOT_FOUND) && trust_add_issuers(c->client, s) > 0 &&
 	    gnutls_certificate_verify_peers(s, &host, 1, &status) < 0)
 		return GNUTLS_E_CERTIFICATE_ERROR;
 	c->verify_status = status;
@@ -421,7 +475,7 @@ verify_peer(gnutls_session_t s)
 }
 
 int
-conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen)
+conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errlen)
 {
 	const char *errpos = NULL;
 	int64_t deadline;
@@ -435,7 +489,7 @@ conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen)
 	                               &errpos);
 	if (g < 0)
 		goto tls_error;
-	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, trust->cred);
+	g = gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, client->cred);
 	if (g < 0)
 		goto tls_error;
 	/* RFC 6066 3: SNI carries host names only, never an address literal. */
@@ -444,10 +498,21 @@ conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen)
 		if (g < 0)
 			goto tls_error;
 	}
-	c->trust = trust;
+	c->client = client;
 	c->verify_status = GNUTLS_CERT_INVALID;
+	/* A ticket from the last session with this server: resumed, it skips the certificate. Used once. */
+	if (client->ticket.data) {
+		char server[300];
+
+		snprintf(server, sizeof server, "%s:%u", c->host, c->port);
+		if (strcmp(server, client->ticket_server) == 0)
+			(void)gnutls_session_set_data(c->tls, client->ticket.data, client->ticket.size);
+		ticket_forget(client);
+	}
 	gnutls_session_set_ptr(c->tls, c);
 	gnutls_session_set_verify_function(c->tls, verify_peer);
+	gnutls_handshake_set_hook_function(c->tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
+	                                   ticket_hook);
 	gnutls_transport_set_int(c->tls, c->fd);
 	gnutls_handshake_set_timeout(c->tls, 0);
 
@@ -456,8 +521,12 @@ conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen)
 		int r;
 
 		g = gnutls_handshake(c->tls);
-		if (g == GNUTLS_E_SUCCESS)
+		if (g == GNUTLS_E_SUCCESS) {
+			/* TLS 1.2 gives what resumes the session with the handshake; 1.3 sends tickets after it. */
+			if (gnutls_protocol_get_version(c->tls) != GNUTLS_TLS1_3)
+				ticket_save(c);
 			break;
+		}
 		if (g == GNUTLS_E_AGAIN || g == GNUTLS_E_INTERRUPTED) {
 			r = tls_wait(c, deadline);
 			if (r < 0) {
@@ -493,8 +562,9 @@ conn_tls_description(struct conn *c)
 
 	if (!c->tls)
 		return strdup("no TLS");
-	if (asprintf(&s, "%s with cipher %s", gnutls_protocol_get_name(gnutls_protocol_get_version(c->tls)),
-	             gnutls_cipher_get_name(gnutls_cipher_get(c->tls))) < 0)
+	if (asprintf(&s, "%s with cipher %s%s", gnutls_protocol_get_name(gnutls_protocol_get_version(c->tls)),
+	             gnutls_cipher_get_name(gnutls_cipher_get(c->tls)),
+	             gnutls_session_is_resumed(c->tls) ? ", session resumed" : "") < 0)
 		return NULL;
 	return s;
 }
@@ -600,6 +670,11 @@ fill(struct conn *c)
 				if (r < 0)
 					return r;
 				continue;
+			}
+			/* Taken at once: a session that ends in an error can no longer give it. */
+			if (c->ticket_new) {
+				c->ticket_new = false;
+				ticket_save(c);
 			}
 			if (n == GNUTLS_E_PREMATURE_TERMINATION)
 				return -E_CLOSED;

@@ -8,11 +8,13 @@
 #include <gnutls/gnutls.h>
 
 /*
- * The certificates outboxd trusts: the system CA bundle plus ca-file. They
- * are read when a server's chain asks for them, and only the issuers that
- * chain names are parsed and kept (a whole bundle parsed costs megabytes).
+ * What the connections of one process share: the certificates trusted (the
+ * system CA bundle plus ca-file, read when a server's chain asks for them,
+ * and only the issuers that chain names parsed and kept: a whole bundle
+ * parsed costs megabytes) and the last session's ticket, with which the
+ * next connection to the same server resumes instead of a full handshake.
  */
-struct tls_trust;
+struct tls_client;
 
 /* One connection to the relay: TCP, then TLS that is verified before any SMTP is sent. */
 struct conn {
@@ -26,17 +28,19 @@ struct conn {
 	char *out;		/* one flight, sent with conn_flush() */
 	size_t out_len, out_cap;
 	size_t bytes_out;
-	struct tls_trust *trust;	/* while a handshake runs */
+	unsigned port;
+	struct tls_client *client;	/* once TLS is started */
+	bool ticket_new;	/* a session ticket came with the last read */
 	unsigned verify_status;	/* GnuTLS's verdict on the last certificate, 0 if trusted */
 };
 
-int tls_trust_new(struct tls_trust **out, const char *ca_file, char *err, size_t errlen);
-void tls_trust_free(struct tls_trust *t);
+int tls_client_new(struct tls_client **out, const char *ca_file, char *err, size_t errlen);
+void tls_client_free(struct tls_client *t);
 /* The bundle scanned for issuers: the distribution's, or NULL when GnuTLS's own store is loaded whole. */
-const char *tls_trust_system_bundle(void);
+const char *tls_system_bundle(void);
 int conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
               struct conn **out, char *err, size_t errlen);
-int conn_starttls(struct conn *c, struct tls_trust *trust, char *err, size_t errlen);
+int conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errlen);
 void conn_free(struct conn *c);
 int conn_write(struct conn *c, const void *buf, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -120,21 +120,36 @@ expect_state_has $'^rcpt\tfailed\t[0-9]+\tr2@example.org\t554 5.7.1 Message reje
 expect_state_lacks $'^rcpt\tsent\t'
 stop_server
 
-check "a 421 at message 3 in the middle of the window defers 3, 4 and 5; the next run sends each once"
+check "a 421 at message 3 in the middle of the window, after 2 delivered: 3, 4 and 5 go again at once on a new connection, each once"
 printf '[{"on": "data-end", "match": "Subject: m3", "reply": "421 4.7.0 Try again later, closing connection.", "close": true, "times": 1}]' >"$T/rules"
 start_server --script "$T/rules"
 write_config
 queue_five
 od_once
-delivered r1@example.org 1
-delivered r2@example.org 1
-for i in 3 4 5; do delivered "r$i@example.org" 0; done
-expect_count 3
+expect_od_rc 0
+for i in 1 2 3 4 5; do delivered "r$i@example.org" 1; done
+delivered all@example.org 5
+expect_empty_queue
+expect_eq "connections" "$(srv_count '^CONNECT$')" 2
+grep -q 'may have been delivered' "$T/od.err" && fail "a message the server never read was logged as maybe delivered"
+stop_server
+
+check "a 421 to the first MAIL of a session, before any delivery: all 5 wait on the backoff, none 'maybe delivered'"
+printf '[{"on": "mail", "reply": "421 4.7.0 Try again later, closing connection.", "close": true, "times": 1}]' >"$T/rules"
+start_server --script "$T/rules"
+write_config
+queue_five
+od_once
+expect_od_rc 75
+expect_count 5
+expect_eq "connections" "$(srv_count '^CONNECT$')" 1
+expect_eq "recipients deferred by the 421 or as not taken after it" \
+	"$(state_all | grep -cP '^rcpt\tdeferred\t[0-9]+\tr[0-9]@example\.org\t(421 4\.7\.0|not taken: the server closed the session before it: 421 4\.7\.0)')" 5
+state_all | grep -q 'may have been delivered' && fail "a message the server never read is recorded as maybe delivered"
 expect_state_lacks $'^rcpt\t(failed|sent)\t'
 force_due
 od_once
 for i in 1 2 3 4 5; do delivered "r$i@example.org" 1; done
-delivered all@example.org 5
 expect_empty_queue
 stop_server
 

@@ -188,22 +188,32 @@ def write_file(path, data, mode=0o644):
     os.replace(tmp, path)
 
 
-def make_ssl_context(cert_dir):
+def make_ssl_context(cert_dir, tls_max="1.3", tickets=True):
     cert = os.path.join(cert_dir, "server.pem")
     key = os.path.join(cert_dir, "server.key")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
+
+    def context(seclevel0=False):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls_max == "1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if not tickets:
+            # TLS 1.3: no NewSessionTicket, so nothing to resume with.  TLS
+            # 1.2: no ticket; the session-ID cache still works (OpenSSL's).
+            ctx.num_tickets = 0
+            ctx.options |= ssl.OP_NO_TICKET
+        if seclevel0:
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         ctx.load_cert_chain(cert, key)
+        return ctx
+
+    try:
+        return context()
     except ssl.SSLError:
         # OpenSSL's default security level refuses to load a 1024-bit RSA
         # key (gen-certs --weak-key): serve it anyway, the client must
         # reject it.
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-        ctx.load_cert_chain(cert, key)
-    return ctx
+        return context(seclevel0=True)
 
 
 # ---------------------------------------------------------------------------
@@ -289,7 +299,8 @@ class Server:
         self.cfg = args
         self.lock = threading.Lock()
         self.rules = load_script(args.script) if args.script else []
-        self.ssl_ctx = make_ssl_context(args.cert_dir) if args.tls != "none" else None
+        self.ssl_ctx = make_ssl_context(args.cert_dir, args.tls_max, args.tickets) \
+            if args.tls != "none" else None
         self.rng = random.Random(args.seed)
         os.makedirs(args.maildir, exist_ok=True)
         self.logf = open(args.log, "a", encoding="utf-8", errors="backslashreplace") \
@@ -297,7 +308,8 @@ class Server:
         self.conn_no = 0
         self.msg_no = 0
         self.stats = {"connections": 0, "auths": 0, "auth_failures": 0,
-                      "messages": 0, "data_messages": 0, "bdat_messages": 0}
+                      "messages": 0, "data_messages": 0, "bdat_messages": 0,
+                      "tls_resumed": 0}
 
     def log(self, conn, text):
         if self.logf is None:
@@ -536,6 +548,8 @@ class Session:
         self.drop_at = server.drop_point()
         self.events = 0
         self.tls_version = None
+        self.tls_resumed = False
+        self.stored_here = 0        # messages stored on this connection
         self.ehlo_name = None
         self.esmtp = False
         self.auth_user = None
@@ -671,7 +685,10 @@ class Session:
             self.log(f"TLS-FAILED {e}")
             raise
         self.tls_version = self.sock.version().replace("TLSv", "TLS")
-        self.log(f"TLS {self.tls_version}")
+        self.tls_resumed = self.sock.session_reused
+        if self.tls_resumed:
+            self.server.count("tls_resumed")
+        self.log(f"TLS {self.tls_version}" + (" resumed" if self.tls_resumed else ""))
 
     def reset_transaction(self):
         self.mail_from = None
@@ -905,6 +922,10 @@ class Session:
         self.require_ready()
         if self.mail_from is not None:
             raise Refuse("503", "5.5.1 Nested MAIL command.")
+        if self.cfg.conn_messages and self.stored_here >= self.cfg.conn_messages:
+            # A server's limit of messages per connection, said as Gmail says it.
+            self.reply("421", "4.7.0 Try again later, closing connection. (MAIL)")
+            raise Hangup()
         addr, params = self.parse_path(MAIL_RE, arg, null_ok=True)
         smtputf8 = binarymime = False
         for param in params:
@@ -1026,10 +1047,12 @@ class Session:
             "auth_user": self.auth_user,
             "ehlo": self.ehlo_name,
             "tls": self.tls_version,
+            "tls_resumed": self.tls_resumed,
             "via": via,
             "connection": self.conn,
         }
         name = self.server.store(self.body, meta)
+        self.stored_here += 1
         self.body = None
         self.log(f"STORED {name}")
         return name
@@ -1138,6 +1161,11 @@ def main():
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--port-file")
     s.add_argument("--tls", choices=("implicit", "starttls", "none"), default="implicit")
+    s.add_argument("--tls-max", choices=("1.2", "1.3"), default="1.3")
+    s.add_argument("--no-tickets", dest="tickets", action="store_false",
+                   help="issue no TLS 1.3 session tickets (no resumption)")
+    s.add_argument("--conn-messages", type=int, default=0,
+                   help="after N messages in a connection, MAIL gets 421 and the connection closes")
     s.add_argument("--user")
     s.add_argument("--password")
     s.add_argument("--auth-mechs", type=lambda v: v.upper().split(), default=["PLAIN", "LOGIN"],
