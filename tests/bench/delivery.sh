@@ -136,6 +136,61 @@ deliver() {
 		"$(stat_of "$W/srv" connections) $(stat_of "$W/srv" auths) $(stat_of "$W/srv" messages)"
 }
 
+# reconnect SRV_NS CLI_NS SERVER_OPTION...: outboxd --once on N messages to a
+# server that ends each connection after RECONNECT_EVERY messages (421);
+# prints "done_ms connections resumed messages".
+RECONNECT_EVERY=20
+reconnect() {
+	local sns=$1 cns=$2 line
+	shift 2
+	fill_outbox
+	srv_start "$sns" "$W/srv" --conn-messages "$RECONNECT_EVERY" "$@"
+	line=$(in_ns "$cns" "$BT" run -o "$W/outboxd.log" -l "$W/srv/log" -n "$N" -t 300 -- \
+		"$B/src/outboxd" --once)
+	srv_stop
+	[ "$(field status "$line")" = 0 ] && [ "$(stat_of "$W/srv" messages)" = "$N" ] ||
+		note "reconnect $*: the run failed: $line"
+	echo "$(field done_ms "$line") $(stat_of "$W/srv" connections) $(stat_of "$W/srv" tls_resumed)" \
+		"$(stat_of "$W/srv" messages)"
+}
+
+# bench_reconnect LINK SRV_NS CLI_NS RTT_MS: TLS session resumption, with and
+# without tickets from the server, under TLS 1.3 and 1.2.
+bench_reconnect() {
+	local link=$1 sns=$2 cns=$3 rtt=$4 r v out
+	local -A t conns resumed msgs
+	local variants=("1.3 tickets" "1.3 none" "1.2 tickets" "1.2 none")
+	echo "== reconnecting: $N x 10 KB to a server that closes each connection after $RECONNECT_EVERY" \
+		"messages (421), $link, $ROUNDS rounds each, alternating"
+	for r in $(seq "$ROUNDS"); do
+		for v in "${variants[@]}"; do
+			set -- $v
+			local opts=(--tls-max "$1")
+			[ "$2" = none ] && opts+=(--no-tickets)
+			out=$(reconnect "$sns" "$cns" "${opts[@]}")
+			set -- $out
+			t[$v]+="$1 " conns[$v]=$2 resumed[$v]=$3 msgs[$v]=$4
+		done
+	done
+	printf '%-34s %8s %8s %8s %6s %8s %5s %9s
+' "outboxd --once" "min s" "median" "max s" conns resumed msgs \
+		"/ no res."
+	for v in "${variants[@]}"; do
+		set -- $v
+		local name="TLS $1, $([ "$2" = tickets ] && echo "resumed" || echo "full handshakes")" base
+		base=$(stats ${t[$1 none]} | cut -d' ' -f2)
+		set -- $(stats ${t[$v]})
+		printf '%-34s %8.3f %8.3f %8.3f %6s %8s %5s %9s\n' "$name" \
+			"$(awk -v v="$1" 'BEGIN { print v / 1000 }')" "$(awk -v v="$2" 'BEGIN { print v / 1000 }')" \
+			"$(awk -v v="$3" 'BEGIN { print v / 1000 }')" "${conns[$v]}" "${resumed[$v]}" "${msgs[$v]}" \
+			"$(awk -v a="$2" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
+		echo "reconnect.$link.tls${v// /_}.median_ms=$2" >>"$results"
+	done
+	echo "(\"full handshakes\": the server keeps no sessions and issues no tickets (--no-tickets), so each"
+	echo " connection has a full handshake and outboxd verifies the certificate again)"
+	echo
+}
+
 SA_PID=
 sa_stop() {
 	[ -n "$SA_PID" ] || return 0
@@ -265,6 +320,7 @@ bench_link() {
 	echo "(time: from starting sendmail, or msmtp, to the server's acceptance; Postfix reloaded before"
 	echo " each round so that no smtp process or cached connection is left from the round before)"
 	echo
+	bench_reconnect "$link" "$sns" "$cns" "$rtt"
 }
 
 declare -A PEAK_200
@@ -315,20 +371,40 @@ memrow() {	# LABEL PSS USS ANON RSS SECONDS ("-": not measured)
 	done
 	printf '%-34s%s %8s\n' "$label" "$out" "$5"
 }
+# outboxd with nothing to send: its libraries and configuration, the floor under every peak below.
+start_run() {	# prints "pss uss anon rss"
+	local line
+	rm -rf "$Q"
+	line=$("$BT" run -m -o "$W/outboxd-idle.log" -t 30 -- "$B/src/outboxd")
+	echo "$(field peak_pss_kb "$line") $(field peak_uss_kb "$line") $(field peak_anon_kb "$line")" \
+		"$(field peak_rss_kb "$line")"
+}
 echo
-printf '%-34s %11s %11s %11s %11s %8s\n' "outboxd --once, peak" "PSS" "USS" "anon PSS" "RSS" "time s"
+printf '%-34s %11s %11s %11s %11s %8s\n' "outboxd, peak" "PSS" "USS" "anon PSS" "RSS" "time s"
+set -- $(start_run)
+START_PSS=$1 START_ANON=$3
+memrow "started, nothing to send" "$1" "$2" "$3" "$4" -
+echo "memory.pss.start_kb=$1" >>"$results"
+echo "memory.anon.start_kb=$3" >>"$results"
 set -- $(pss_run 10240)
+PEAK_1=("$@")
 memrow "1 x 10 KB, loopback" "$1" "$2" "$3" "$4" "$(awk -v v="$5" 'BEGIN { printf "%.3f", v / 1000 }')"
 echo "memory.pss.1x10k_kb=$1" >>"$results"
 echo "memory.anon.1x10k_kb=$3" >>"$results"
 set -- ${PEAK_200[loopback]}
 memrow "$N x 10 KB, loopback" "$1" "$2" "$3" - -
 set -- $(pss_run $((50 * 1024 * 1024)))
+PEAK_50M=("$@")
 memrow "1 x 50 MB, loopback" "$1" "$2" "$3" "$4" "$(awk -v v="$5" 'BEGIN { printf "%.3f", v / 1000 }')"
 echo "memory.pss.1x50m_kb=$1" >>"$results"
 echo "memory.anon.1x50m_kb=$3" >>"$results"
 echo "(sampled every 2 ms from /proc/PID/smaps_rollup: PSS counts shared library pages divided by the"
-echo " processes mapping them, USS only the process's private pages; RSS: the kernel's peak, from wait4)"
+echo " processes mapping them, USS only the process's private pages; RSS: the kernel's peak, from wait4;"
+echo " \"started\": outboxd with an empty queue and idle-exit = 1s. The password command runs as a"
+echo " child before the session, not counted here)"
+echo "delivering adds to the started outboxd: PSS +$(( ${PEAK_1[0]} - START_PSS )) KB (1 x 10 KB)," \
+	"+$(( ${PEAK_50M[0]} - START_PSS )) KB (1 x 50 MB); anon +$(( ${PEAK_1[2]} - START_ANON )) KB, +$(( ${PEAK_50M[2]} - START_ANON )) KB"
+echo "memory.pss.delivery_adds_kb=$(( ${PEAK_1[0]} - START_PSS ))" >>"$results"
 echo
 
 # --- the 20 ms link ---------------------------------------------------------------

@@ -154,16 +154,18 @@ for v in 1.3 1.2; do
 	grep -q 'session resumed' "$T/od.err" || fail "the log does not say a session was resumed: $(cat "$T/od.err")"
 done
 
-check "a server that issues no tickets: full handshakes, all delivered"
-start_server --no-tickets --conn-messages 2 --stats "$T/stats"
-write_config
-for i in 1 2 3; do queue_msg "no tickets $i"; done
-od_once
-expect_od_rc 0
-expect_eq "messages stored" "$(stored)" 3
-stop_server
-expect_eq "connections" "$(json_stat connections)" 2
-expect_eq "resumed handshakes" "$(json_stat tls_resumed)" 0
+for v in 1.3 1.2; do
+	check "TLS $v, a server that keeps no sessions: full handshakes, all delivered"
+	start_server --tls-max "$v" --no-tickets --conn-messages 2 --stats "$T/stats"
+	write_config
+	for i in 1 2 3; do queue_msg "no tickets $v $i"; done
+	od_once
+	expect_od_rc 0
+	expect_eq "messages stored" "$(stored)" 3
+	stop_server
+	expect_eq "connections" "$(json_stat connections)" 2
+	expect_eq "resumed handshakes" "$(json_stat tls_resumed)" 0
+done
 
 check "implicit TLS against a plaintext server: no AUTH, no MAIL"
 start_server --tls none

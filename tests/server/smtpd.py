@@ -676,7 +676,11 @@ class Session:
 
     def start_tls(self):
         self.flush()
-        self.sock = self.server.ssl_ctx.wrap_socket(
+        # Without tickets, a context per connection: no session cache either,
+        # so nothing at all can be resumed (TLS 1.2 would resume by session ID).
+        ctx = self.server.ssl_ctx if self.cfg.tickets else \
+            make_ssl_context(self.cfg.cert_dir, self.cfg.tls_max, False)
+        self.sock = ctx.wrap_socket(
             self.sock, server_side=True, do_handshake_on_connect=False)
         self.reader.sock = self.sock
         try:
@@ -1163,7 +1167,7 @@ def main():
     s.add_argument("--tls", choices=("implicit", "starttls", "none"), default="implicit")
     s.add_argument("--tls-max", choices=("1.2", "1.3"), default="1.3")
     s.add_argument("--no-tickets", dest="tickets", action="store_false",
-                   help="issue no TLS 1.3 session tickets (no resumption)")
+                   help="no session tickets and no session cache: nothing can be resumed")
     s.add_argument("--conn-messages", type=int, default=0,
                    help="after N messages in a connection, MAIL gets 421 and the connection closes")
     s.add_argument("--user")
