@@ -1256,9 +1256,9 @@ flight_send(struct deliver *d, struct flight *f, char *buf, char *wbuf)
 }
 
 /*
- * Recipients of a flight not yet decided wait: the connection went away,
- * or the server ended the session with a 421 (closing) before it took this
- * message, which then cannot have been delivered.
+ * Recipients of a flight not yet decided wait: the connection went away;
+ * or the server ended the session with a 421 (closing: why, verbatim) at
+ * this message or before it, which then cannot have been delivered.
  */
 static void
 flight_lost(struct deliver *d, struct flight *f, int k, const char *closing)
@@ -1269,7 +1269,7 @@ flight_lost(struct deliver *d, struct flight *f, int k, const char *closing)
 	if (f->rset)
 		return;
 	if (closing)
-		snprintf(why, sizeof why, "not taken: the server closed the session before it: %s", closing);
+		snprintf(why, sizeof why, "%s", closing);
 	else if (f->complete)
 		snprintf(why, sizeof why,
 		         "lost connection with %s[%s] after end of data, before the reply (%s); "
@@ -1350,12 +1350,17 @@ flight_collect(struct deliver *d, struct window *win)
 	size_t i, accepted = 0, recorded = 0;
 	char dsn[16], *text = NULL, *chunk_error = NULL, chunk_dsn[16] = "";
 	enum smtp_verdict v, chunk_v = SMTP_OK;
+	const char *stage = "RSET";	/* what the reply being read answers */
 	int k;
 
 	memmove(win->f, win->f + 1, --win->n * sizeof *win->f);
 	win->bytes -= f->bytes;
 	if (f->rset) {
 		k = read_reply(d->conn, &r);
+		if (k == 0 && r.code == 421) {
+			note_closing(win, &r, "RSET");
+			k = -ECONNABORTED;
+		}
 		smtp_reply_clear(&r);
 		flight_free(f);
 		return k;
@@ -1368,18 +1373,21 @@ flight_collect(struct deliver *d, struct window *win)
 	/* RSET: whatever it says, MAIL's reply tells how this transaction starts */
 	if (f->rset_first) {
 		k = read_reply(d->conn, &r);
-		smtp_reply_clear(&r);
 		if (k < 0)
 			goto lost;
+		if (r.code == 421)
+			goto closed;
+		smtp_reply_clear(&r);
 	}
 	/* MAIL */
+	stage = "MAIL FROM";
 	k = read_reply(d->conn, &r);
 	if (k < 0)
 		goto lost;
-	v = smtp_classify(&r, SMTP_MAIL);
 	if (r.code == 421)
-		note_closing(win, &r, "MAIL FROM");
-	if (r.code == 503 || (r.code == 421 && closing_requeues(d, win))) {
+		goto closed;
+	v = smtp_classify(&r, SMTP_MAIL);
+	if (r.code == 503) {
 		bad_sequence = true;
 	} else if (v == SMTP_HOLD) {
 		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
@@ -1401,15 +1409,16 @@ flight_collect(struct deliver *d, struct window *win)
 	text = NULL;
 	smtp_reply_clear(&r);
 	/* RCPT, one reply each */
+	stage = "RCPT TO";
 	for (i = 0; i < f->n; i++) {
 		k = read_reply(d->conn, &r);
 		if (k < 0)
 			goto lost;
 		if (r.code == 421)
-			note_closing(win, &r, "RCPT TO");
+			goto closed;
 		if (mail_ok) {
 			v = smtp_classify(&r, SMTP_RCPT);
-			if (r.code == 503 || (r.code == 421 && closing_requeues(d, win))) {
+			if (r.code == 503) {
 				bad_sequence = true;
 			} else if (v == SMTP_OK) {
 				ok[i] = true;
@@ -1437,17 +1446,18 @@ flight_collect(struct deliver *d, struct window *win)
 		smtp_reply_clear(&r);
 	}
 	/* BDAT, one reply each; the last one's is the verdict on the message */
+	stage = "BDAT";
 	for (i = 0; i < f->chunks; i++) {
 		bool last = i + 1 == f->chunks;
 
 		k = read_reply(d->conn, &r);
 		if (k < 0)
 			goto lost;
-		v = smtp_classify(&r, SMTP_DATA_END);
 		if (r.code == 421)
-			note_closing(win, &r, "BDAT");
+			goto closed;
+		v = smtp_classify(&r, SMTP_DATA_END);
 		/* After a chunk of this message was refused, 503s are its own transaction's end. */
-		if ((r.code == 503 || (r.code == 421 && closing_requeues(d, win))) && !failed && !chunk_error) {
+		if (r.code == 503 && !failed && !chunk_error) {
 			bad_sequence = true;
 		} else if (v != SMTP_OK && !chunk_error) {
 			chunk_v = v;
@@ -1496,14 +1506,32 @@ flight_collect(struct deliver *d, struct window *win)
 			k = push_rset(win);
 	}
 	return k;
+closed:
+	/*
+	 * A 421: the server ends the session and reads nothing after it, so no
+	 * further reply is waited for (it may linger before closing).
+	 */
+	note_closing(win, &r, stage);
+	k = -ECONNABORTED;
+	if (closing_requeues(d, win) && !recorded) {
+		smtp_reply_clear(&r);
+		free(chunk_error);
+		free(ok);
+		requeue(win, f);
+		flight_free(f);
+		return k;
+	}
+	smtp_reply_clear(&r);
+	free(chunk_error);
+	free(ok);
+	flight_lost(d, f, k, win->closing);
+	flight_free(f);
+	return k;
 lost:
 	smtp_reply_clear(&r);
 	free(chunk_error);
 	free(ok);
-	if (closing_requeues(d, win) && !recorded)
-		requeue(win, f);
-	else
-		flight_lost(d, f, k, win->closing);
+	flight_lost(d, f, k, NULL);
 	flight_free(f);
 	return k;
 }
@@ -1512,13 +1540,16 @@ lost:
 static void
 window_lost(struct deliver *d, struct window *win, int k)
 {
+	char why[600];
 	size_t i;
 
+	if (win->closing)
+		snprintf(why, sizeof why, "not taken: the server closed the session before it: %s", win->closing);
 	for (i = 0; i < win->n; i++) {
 		if (closing_requeues(d, win) && !win->f[i]->rset)
 			requeue(win, win->f[i]);
 		else
-			flight_lost(d, win->f[i], k, win->closing);
+			flight_lost(d, win->f[i], k, win->closing ? why : NULL);
 		flight_free(win->f[i]);
 	}
 	win->n = 0;
@@ -1591,11 +1622,7 @@ window_send(struct deliver *d, struct window *win, struct flight *f, char *buf, 
 		win->f[win->n++] = f;
 		win->bytes += f->bytes;
 	} else {
-		if (closing_requeues(d, win))
-			requeue(win, f);	/* never sent */
-		else
-			flight_lost(d, f, k, win->closing);
-		flight_free(f);
+		win->f[win->n++] = f;	/* never sent: it shares the fate of the window */
 	}
 	if (k < 0)
 		window_lost(d, win, k);
