@@ -371,11 +371,23 @@ memrow() {	# LABEL PSS USS ANON RSS SECONDS ("-": not measured)
 	done
 	printf '%-34s%s %8s\n' "$label" "$out" "$5"
 }
-# outboxd with nothing to send: its libraries and configuration, the floor under every peak below.
+# outboxd with nothing to send: its libraries and configuration, the floor
+# under every peak below. Socket-activated and woken by a bare connection to
+# its socket, it finds the queue empty and leaves after idle-exit (1 s).
 start_run() {	# prints "pss uss anon rss"
-	local line
-	rm -rf "$Q"
-	line=$("$BT" run -m -o "$W/outboxd-idle.log" -t 30 -- "$B/src/outboxd")
+	local line sock=$XDG_RUNTIME_DIR/outbox.sock i
+	# A queue that exists and is empty (without one outboxd leaves at once).
+	rm -rf "$Q" "$sock"
+	"$B/src/outbox-sendmail" -i "$RCPT" <"$W/10k"
+	srv_start "" "$W/srv"
+	"$B/src/outboxd" --once 2>/dev/null || note "start_run: the queue did not empty"
+	srv_stop
+	"$BT" run -m -o "$W/outboxd-idle.log" -t 30 -- systemd-socket-activate -l "$sock" -E XDG_DATA_HOME \
+		-E XDG_CONFIG_HOME -E XDG_RUNTIME_DIR "$B/src/outboxd" >"$W/start.line" &
+	for i in $(seq 100); do [ -S "$sock" ] && break; sleep 0.02; done
+	"$SPY" -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.close()' "$sock"
+	wait $!
+	line=$(cat "$W/start.line")
 	echo "$(field peak_pss_kb "$line") $(field peak_uss_kb "$line") $(field peak_anon_kb "$line")" \
 		"$(field peak_rss_kb "$line")"
 }
@@ -400,8 +412,8 @@ echo "memory.pss.1x50m_kb=$1" >>"$results"
 echo "memory.anon.1x50m_kb=$3" >>"$results"
 echo "(sampled every 2 ms from /proc/PID/smaps_rollup: PSS counts shared library pages divided by the"
 echo " processes mapping them, USS only the process's private pages; RSS: the kernel's peak, from wait4;"
-echo " \"started\": outboxd with an empty queue and idle-exit = 1s. The password command runs as a"
-echo " child before the session, not counted here)"
+echo " \"started\": outboxd socket-activated, woken with an empty queue, for idle-exit = 1s. The"
+echo " password command runs as a child before the session, not counted here)"
 echo "delivering adds to the started outboxd: PSS +$(( ${PEAK_1[0]} - START_PSS )) KB (1 x 10 KB)," \
 	"+$(( ${PEAK_50M[0]} - START_PSS )) KB (1 x 50 MB); anon +$(( ${PEAK_1[2]} - START_ANON )) KB, +$(( ${PEAK_50M[2]} - START_ANON )) KB"
 echo "memory.pss.delivery_adds_kb=$(( ${PEAK_1[0]} - START_PSS ))" >>"$results"

@@ -129,6 +129,10 @@ r=$(ratio "$(get idle.20ms.outbox.median_ms)" "$(get idle.20ms.postfix.median_ms
 goal "one message from idle <= 0.75 x Postfix (20 ms link)" "$(show "$r") x" "$(verdict "$r" '<=' 0.75)"
 r=$(ratio "$(get idle.loopback.outbox.median_ms)" "$(get idle.loopback.postfix.median_ms)")
 goal "one message from idle <= 0.75 x Postfix (loopback)" "$(show "$r") x" "$(verdict "$r" '<=' 0.75)"
+for v in 1.3 1.2; do
+	r=$(ratio "$(get reconnect.20ms.tls${v}_tickets.median_ms)" "$(get reconnect.20ms.tls${v}_none.median_ms)")
+	goal "TLS $v resumption, reconnecting over 20 ms (reference)" "$(show "$r") x full" "-"
+done
 r=$(get memory.rest.outbox.processes)
 goal "no process at rest" "$r processes" "$(verdict "$r" '==' 0)"
 peak=0
@@ -137,6 +141,8 @@ for k in delivery.loopback.outbox.peak_pss_kb delivery.20ms.outbox.peak_pss_kb m
 	num "$v" && [ "$v" -gt "$peak" ] && peak=$v
 done
 goal "peak PSS while delivering <= 5 MB" "$peak KB" "$(verdict "$peak" '<=' 5120)"
+goal "  (for reference: outboxd started, nothing to send)" "$(get memory.pss.start_kb) KB" "-"
+goal "  (for reference: what delivering 1 x 10 KB adds)" "$(get memory.pss.delivery_adds_kb) KB" "-"
 small=$(get memory.anon.1x10k_kb) big=$(get memory.anon.1x50m_kb)
 d="?"
 num "$small" && num "$big" && d=$((big - small))
