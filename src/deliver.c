@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -2040,6 +2041,33 @@ deliver_check_login(const struct config *cfg, const struct secret *secret, char 
 }
 
 /*
+ * A reservation (state/.ID.tmp) another outboxd's delivery of ID is using:
+ * the message is locked. However long that delivery takes, its room for
+ * the state stays.
+ */
+static bool
+reservation_in_use(struct queue *q, const char *name)
+{
+	char id[QUEUE_ID_LEN + 1];
+	size_t len = strlen(name);
+	bool busy;
+	int fd;
+
+	if (len != QUEUE_ID_LEN + 5 || name[0] != '.' || strcmp(name + 1 + QUEUE_ID_LEN, ".tmp") != 0)
+		return false;
+	memcpy(id, name + 1, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	if (!queue_id_valid(id))
+		return false;
+	fd = openat(q->msgfd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return false;
+	busy = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+	close(fd);		/* and with it the shared lock, if taken */
+	return busy;
+}
+
+/*
  * Leftovers of crashes: files in tmp/ older than a day (a sendmail killed
  * mid-write), state files without a message (a crash between the two
  * unlinks), temporary state files.
@@ -2076,7 +2104,7 @@ deliver_sweep(struct queue *q)
 			} else if (queue_id_valid(de->d_name)) {
 				if (faccessat(q->msgfd, de->d_name, F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT)
 					unlinkat(q->statefd, de->d_name, 0);
-			} else if (now - st.st_mtime > 3600) {
+			} else if (now - st.st_mtime > 3600 && !reservation_in_use(q, de->d_name)) {
 				unlinkat(q->statefd, de->d_name, 0);
 			}
 		}

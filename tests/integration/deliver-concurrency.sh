@@ -74,4 +74,26 @@ grep -q 'cannot remove' "$T/slow.err" && fail "the second outboxd tried to remov
 expect_empty_queue
 [ -z "$(ls -A "$Q/state")" ] || fail "a state file was left for a message no longer queued: $(ls "$Q/state")"
 
+# A delivery that takes over an hour (a large message on a slow line) keeps
+# the room it reserved for its state even when another outboxd starts and
+# sweeps: only reservations nobody holds are stale.
+check "the sweep keeps an hour-old state reservation of a message being delivered, removes an orphan one"
+command -v flock >/dev/null || skip "flock(1) is needed"
+queue_msg "long delivery"
+id=$(msg_ids)
+orphan=0000000000000000
+printf 'x%.0s' $(seq 1 100) >"$Q/state/.$id.tmp"
+cp "$Q/state/.$id.tmp" "$Q/state/.$orphan.tmp"
+touch -d '2 hours ago' "$Q/state/.$id.tmp" "$Q/state/.$orphan.tmp"
+flock -x "$Q/msg/$id" sleep 30 &
+holder=$!
+_od_pids+=("$holder")
+wait_for 5 sh -c "! flock -n -s '$Q/msg/$id' true" || fail "the lock holder did not start"
+od_once
+[ -f "$Q/state/.$id.tmp" ] || fail "the reservation of the message being delivered was swept"
+[ -f "$Q/state/.$orphan.tmp" ] && fail "the orphan reservation was kept"
+[ -f "$Q/msg/$id" ] || fail "the locked message was touched"
+pkill -P "$holder" sleep 2>/dev/null	# flock(1) holds the lock until its command ends
+wait "$holder" 2>/dev/null
+
 finish
