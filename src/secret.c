@@ -9,25 +9,18 @@
  * a file or a log.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <libsecret/secret.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "helper.h"
 #include "secret.h"
 
 #define SECRET_MAX 4096
 #define COMMAND_TIMEOUT_MS 30000
-
-extern char **environ;
 
 static const SecretSchema outbox_schema = {
 	"org.outbox.Password", SECRET_SCHEMA_DONT_MATCH_NAME,
@@ -183,65 +176,29 @@ secret_command(const char *cmd, struct secret *out, char *err, size_t errlen)
 {
 	char buf[SECRET_MAX + 1];
 	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
-	posix_spawn_file_actions_t fa;
-	struct timespec start, now;
-	size_t len = 0;
-	int pipefd[2], status = 0;
 	enum secret_status result = SECRET_UNAVAILABLE;
-	pid_t pid;
+	size_t len;
+	int k, status, code;
 
 	memset(out, 0, sizeof *out);
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "password-command: %s", strerror(errno));
-		return SECRET_UNAVAILABLE;
-	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		snprintf(err, errlen, "password-command: cannot run /bin/sh");
-		return SECRET_UNAVAILABLE;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(pipefd[1]);
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;) {
-		struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-		long waited;
-		ssize_t n;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (waited >= COMMAND_TIMEOUT_MS || poll(&p, 1, (int)(COMMAND_TIMEOUT_MS - waited)) == 0) {
-			kill(pid, SIGKILL);
-			snprintf(err, errlen, "password-command: timed out");
-			len = 0;
-			status = -1;
-			break;
-		}
-		n = read(pipefd[0], buf + len, sizeof buf - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (len == sizeof buf - 1)
-			break;
-	}
-	close(pipefd[0]);
-	while (waitpid(pid, status < 0 ? NULL : &status, 0) < 0 && errno == EINTR)
-		;
+	k = helper_run(argv, COMMAND_TIMEOUT_MS, buf, sizeof buf - 1, &len, &status);
 	buf[len] = '\0';
 	len = strcspn(buf, "\r\n");
-	if (status == 0 && len > 0) {
+	buf[len] = '\0';
+	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (k == -ETIMEDOUT) {
+		snprintf(err, errlen, "password-command: timed out");
+	} else if (k < 0) {
+		snprintf(err, errlen, "password-command: cannot run %s: %s", argv[0], strerror(-k));
+	} else if (code == 0 && len > 0) {
 		if (secret_set(out, buf, len) == 0)
 			result = SECRET_FOUND;
-	} else if (status > 0 || (status == 0 && len == 0)) {
-		snprintf(err, errlen, "password-command failed (%s)",
-		         WIFEXITED(status) && WEXITSTATUS(status) ? "non-zero exit status" : "no output");
+		else
+			snprintf(err, errlen, "password-command: %s", strerror(ENOMEM));
+	} else if (code < 0) {
+		snprintf(err, errlen, "password-command failed (killed by signal %d)", WTERMSIG(status));
+	} else {
+		snprintf(err, errlen, "password-command failed (%s)", code ? "non-zero exit status" : "no output");
 	}
 	explicit_bzero(buf, sizeof buf);
 	return result;

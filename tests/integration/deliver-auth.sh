@@ -126,6 +126,23 @@ expect_od_rc 0
 expect_eq "messages stored" "$(stored)" 1
 expect_empty_queue
 
+check "a password-command with more than 4 KB of output (a pass entry with notes): its first line is the password"
+write_config "account.password-command=echo $PW; seq 5000"
+queue_msg "long password-command output"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored '^Subject: long password-command output')" 1
+expect_empty_queue
+
+check "a password-command gets SIGPIPE back at its default (outboxd ignores it for itself): its pipelines end quietly"
+write_config "account.password-command=echo $PW; seq 100000 | head -n 1 >/dev/null"
+queue_msg "sigpipe"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored '^Subject: sigpipe')" 1
+expect_empty_queue
+grep -q 'Broken pipe' "$T/od.err" && fail "a write to a closed pipe in password-command was an error, not SIGPIPE"
+
 for cmd in "exit 3" "true" "echo $PW; exit 1"; do
 	check "a failing password-command ($cmd) holds the queue without connecting"
 	write_config "account.password-command=$cmd"
