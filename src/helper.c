@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The programs outboxd runs and waits for: password-command and
- * token-command, through /bin/sh.
+ * token-command (through /bin/sh), and outbox-desktop, which holds the
+ * keyring lookup and the desktop notification so that outboxd maps neither
+ * libsecret nor GIO and never speaks D-Bus itself.
  *
  * A child gets /dev/null as its input, a pipe as its output and our
  * standard error (the journal); the signals outboxd blocks or ignores are
@@ -10,10 +12,12 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +32,31 @@ elapsed_ms(const struct timespec *start)
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/*
+ * outbox-desktop: next to our own executable (outboxd in libexecdir, or
+ * any program of a build tree), else in LIBEXECDIR (the outbox command,
+ * installed in bindir).
+ */
+int
+helper_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n;
+	char *slash;
+
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash && (size_t)snprintf(buf, len, "%.*s/" HELPER_NAME, (int)(slash - self), self) < len &&
+		    access(buf, X_OK) == 0)
+			return 0;
+	}
+	if ((size_t)snprintf(buf, len, "%s", LIBEXECDIR "/" HELPER_NAME) >= len)
+		return -ENAMETOOLONG;
+	return 0;
 }
 
 /*
