@@ -28,6 +28,7 @@
 #include "deliver.h"
 #include "doorbell.h"
 #include "fs.h"
+#include "keyring.h"
 #include "log.h"
 #include "message.h"
 #include "queue.h"
@@ -785,7 +786,7 @@ login(const struct config *c, bool verify)
 			return r == -EACCES ? EX_NOPERM : EX_TEMPFAIL;
 		}
 	}
-	r = secret_store(c->address, c->host, pw.value, err, sizeof err);
+	r = keyring_store(c->address, c->host, pw.value, err, sizeof err);
 	secret_wipe(&pw);
 	if (r < 0) {
 		fprintf(stderr, "outbox: %s\n%s\n", err, advice(err));
@@ -1165,7 +1166,7 @@ cmd_status(int argc, char **argv)
 		if (c->password_command) {
 			printf("%sPassword:%s  from password-command\n", BOLD, RESET);
 		} else {
-			ss = secret_lookup(c, &s, err, sizeof err);
+			ss = keyring_lookup(c->address, c->host, &s, err, sizeof err);
 			secret_wipe(&s);
 			printf("%sKeyring:%s   %s%s%s\n", BOLD, RESET, ss == SECRET_FOUND ? GREEN : RED,
 			       secret_status_text(ss), RESET);

@@ -1,43 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The app password: from the Secret Service through libsecret, looked up by
- * (service=outbox, address, host), else by the attributes msmtp stores
- * (host, service=smtp, user), so an msmtp user's keyring entry works; or
- * from password-command. The daemon never prompts: a locked item is
- * reported as locked and the queue waits. The secret exists in one buffer
- * of ours, wiped before it is freed; it never enters argv, the environment,
- * a file or a log.
+ * The app password (or token), as outboxd gets it: from password-command,
+ * or from the Secret Service through outbox-desktop, so that libsecret and
+ * GIO stay out of outboxd. Either is a child whose first line of output is
+ * the secret; it travels over a pipe into one buffer of ours, is copied
+ * into locked memory and the buffer is wiped. The secret never enters argv,
+ * the environment, a file or a log.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <libsecret/secret.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "helper.h"
 #include "secret.h"
 
-#define SECRET_MAX 4096
 #define COMMAND_TIMEOUT_MS 30000
-
-extern char **environ;
-
-static const SecretSchema outbox_schema = {
-	"org.outbox.Password", SECRET_SCHEMA_DONT_MATCH_NAME,
-	{
-		{ "service", SECRET_SCHEMA_ATTRIBUTE_STRING },
-		{ "address", SECRET_SCHEMA_ATTRIBUTE_STRING },
-		{ "host", SECRET_SCHEMA_ATTRIBUTE_STRING },
-		{ NULL, 0 },
-	},
-};
 
 const char *
 secret_status_text(enum secret_status s)
@@ -66,7 +48,7 @@ secret_wipe(struct secret *s)
 	s->len = 0;
 }
 
-static int
+int
 secret_set(struct secret *s, const char *v, size_t len)
 {
 	s->value = calloc(1, len + 1);
@@ -79,170 +61,74 @@ secret_set(struct secret *s, const char *v, size_t len)
 	return 0;
 }
 
-/* Searches without unlocking; *locked tells whether a locked match exists. */
-static int
-search(SecretService *svc, GHashTable *attrs, struct secret *out, bool *locked, GError **error)
+/*
+ * Runs argv for the secret on its first line of output; what names it in
+ * errors. From outbox-desktop (from_helper), a failure's exit status says
+ * which one (helper.h) and its line says why; any other program's failure
+ * is only that.
+ */
+static enum secret_status
+secret_run(char *const argv[], const char *what, bool from_helper, struct secret *out, char *err,
+           size_t errlen)
 {
-	GList *items, *l;
-	int found = 0;
-
-	items = secret_service_search_sync(svc, NULL, attrs, SECRET_SEARCH_ALL, NULL, error);
-	for (l = items; l && !found; l = l->next) {
-		SecretItem *item = l->data;
-		SecretValue *value;
-		const char *v;
-		gsize len;
-
-		if (secret_item_get_locked(item)) {
-			*locked = true;
-			continue;
-		}
-		if (!secret_item_load_secret_sync(item, NULL, NULL))
-			continue;
-		value = secret_item_get_secret(item);
-		if (!value)
-			continue;
-		v = secret_value_get(value, &len);
-		if (v && len > 0 && len < SECRET_MAX && secret_set(out, v, len) == 0)
-			found = 1;
-		secret_value_unref(value);
-	}
-	g_list_free_full(items, g_object_unref);
-	return found;
-}
-
-enum secret_status
-secret_lookup(const struct config *c, struct secret *out, char *err, size_t errlen)
-{
-	g_autoptr(GError) error = NULL;
-	g_autoptr(GHashTable) ours = NULL, msmtp = NULL;
-	SecretService *svc;
-	bool locked = false;
-	int found;
+	char buf[SECRET_MAX + 1];
+	enum secret_status result = SECRET_UNAVAILABLE;
+	size_t len;
+	int k, status, code;
 
 	memset(out, 0, sizeof *out);
-	if (c->password_command)
-		return secret_command(c->password_command, out, err, errlen);
-	/*
-	 * A proxy of our own each time, not libsecret's shared one: that one
-	 * stays bound to the keyring daemon that answered first, and a daemon
-	 * that keeps running would never see a restarted keyring.
-	 */
-	svc = secret_service_open_sync(SECRET_TYPE_SERVICE, NULL, SECRET_SERVICE_NONE, NULL, &error);
-	if (!svc) {
-		snprintf(err, errlen, "no Secret Service: %s", error ? error->message : "unknown error");
-		return SECRET_UNAVAILABLE;
+	k = helper_run(argv, COMMAND_TIMEOUT_MS, buf, sizeof buf - 1, &len, &status);
+	buf[len] = '\0';
+	len = strcspn(buf, "\r\n");
+	buf[len] = '\0';
+	code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+	if (k == -ETIMEDOUT) {
+		snprintf(err, errlen, "%s: timed out", what);
+	} else if (k < 0) {
+		snprintf(err, errlen, "%s: cannot run %s: %s", what, argv[0], strerror(-k));
+	} else if (code == 0 && len > 0) {
+		if (secret_set(out, buf, len) == 0)
+			result = SECRET_FOUND;
+		else
+			snprintf(err, errlen, "%s: %s", what, strerror(ENOMEM));
+	} else if (from_helper && len > 0 &&
+	           (code == HELPER_MISSING || code == HELPER_LOCKED || code == HELPER_UNAVAILABLE)) {
+		snprintf(err, errlen, "%s", buf);
+		result = code == HELPER_MISSING ? SECRET_MISSING :
+		         code == HELPER_LOCKED ? SECRET_LOCKED : SECRET_UNAVAILABLE;
+	} else if (code < 0) {
+		snprintf(err, errlen, "%s failed (killed by signal %d)", what, WTERMSIG(status));
+	} else {
+		snprintf(err, errlen, "%s failed (%s)", what, code ? "non-zero exit status" : "no output");
 	}
-	ours = g_hash_table_new(g_str_hash, g_str_equal);
-	g_hash_table_insert(ours, "service", "outbox");
-	g_hash_table_insert(ours, "address", c->address);
-	g_hash_table_insert(ours, "host", c->host);
-	found = search(svc, ours, out, &locked, &error);
-	if (!found && !error) {
-		msmtp = g_hash_table_new(g_str_hash, g_str_equal);
-		g_hash_table_insert(msmtp, "host", c->host);
-		g_hash_table_insert(msmtp, "service", "smtp");
-		g_hash_table_insert(msmtp, "user", c->address);
-		found = search(svc, msmtp, out, &locked, &error);
-	}
-	g_object_unref(svc);
-	if (found)
-		return SECRET_FOUND;
-	if (error) {
-		snprintf(err, errlen, "Secret Service: %s", error->message);
-		return SECRET_UNAVAILABLE;
-	}
-	if (locked) {
-		snprintf(err, errlen, "the keyring holding the password for %s is locked", c->address);
-		return SECRET_LOCKED;
-	}
-	snprintf(err, errlen, "no password for %s on %s in the keyring; run: outbox login", c->address,
-	         c->host);
-	return SECRET_MISSING;
-}
-
-int
-secret_store(const char *address, const char *host, const char *password, char *err, size_t errlen)
-{
-	g_autoptr(GError) error = NULL;
-	g_autofree char *label = g_strdup_printf("outbox: %s on %s", address, host);
-
-	if (!secret_password_store_sync(&outbox_schema, SECRET_COLLECTION_DEFAULT, label, password, NULL,
-	                                &error, "service", "outbox", "address", address, "host", host,
-	                                NULL)) {
-		snprintf(err, errlen, "cannot store the password: %s",
-		         error ? error->message : "unknown error");
-		return -EIO;
-	}
-	return 0;
+	explicit_bzero(buf, sizeof buf);
+	return result;
 }
 
 /* password-command / token-command: its first line of output, through /bin/sh. */
 enum secret_status
 secret_command(const char *cmd, struct secret *out, char *err, size_t errlen)
 {
-	char buf[SECRET_MAX + 1];
 	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
-	posix_spawn_file_actions_t fa;
-	struct timespec start, now;
-	size_t len = 0;
-	int pipefd[2], status = 0;
-	enum secret_status result = SECRET_UNAVAILABLE;
-	pid_t pid;
 
+	return secret_run(argv, "password-command", false, out, err, errlen);
+}
+
+/* The account's password: password-command if set, else the keyring through outbox-desktop. */
+enum secret_status
+secret_lookup(const struct config *c, struct secret *out, char *err, size_t errlen)
+{
+	char path[PATH_MAX];
+	char *argv[] = { path, "password", c->address, c->host, NULL };
+	int k;
+
+	if (c->password_command)
+		return secret_command(c->password_command, out, err, errlen);
 	memset(out, 0, sizeof *out);
-	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		snprintf(err, errlen, "password-command: %s", strerror(errno));
+	k = helper_path(path, sizeof path);
+	if (k < 0) {
+		snprintf(err, errlen, HELPER_NAME ": %s", strerror(-k));
 		return SECRET_UNAVAILABLE;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
-	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		close(pipefd[0]);
-		close(pipefd[1]);
-		snprintf(err, errlen, "password-command: cannot run /bin/sh");
-		return SECRET_UNAVAILABLE;
-	}
-	posix_spawn_file_actions_destroy(&fa);
-	close(pipefd[1]);
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	for (;;) {
-		struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
-		long waited;
-		ssize_t n;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-		if (waited >= COMMAND_TIMEOUT_MS || poll(&p, 1, (int)(COMMAND_TIMEOUT_MS - waited)) == 0) {
-			kill(pid, SIGKILL);
-			snprintf(err, errlen, "password-command: timed out");
-			len = 0;
-			status = -1;
-			break;
-		}
-		n = read(pipefd[0], buf + len, sizeof buf - 1 - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		if (len == sizeof buf - 1)
-			break;
-	}
-	close(pipefd[0]);
-	while (waitpid(pid, status < 0 ? NULL : &status, 0) < 0 && errno == EINTR)
-		;
-	buf[len] = '\0';
-	len = strcspn(buf, "\r\n");
-	if (status == 0 && len > 0) {
-		if (secret_set(out, buf, len) == 0)
-			result = SECRET_FOUND;
-	} else if (status > 0 || (status == 0 && len == 0)) {
-		snprintf(err, errlen, "password-command failed (%s)",
-		         WIFEXITED(status) && WEXITSTATUS(status) ? "non-zero exit status" : "no output");
-	}
-	explicit_bzero(buf, sizeof buf);
-	return result;
+	return secret_run(argv, HELPER_NAME, true, out, err, errlen);
 }

@@ -5,6 +5,8 @@
 
 #include "config.h"
 
+#define SECRET_MAX 4096		/* bytes: a password or token is shorter */
+
 enum secret_status {
 	SECRET_FOUND,
 	SECRET_MISSING,		/* nothing stored: run outbox login */
@@ -19,7 +21,7 @@ struct secret {
 };
 
 enum secret_status secret_lookup(const struct config *c, struct secret *out, char *err, size_t errlen);
-int secret_store(const char *address, const char *host, const char *password, char *err, size_t errlen);
 enum secret_status secret_command(const char *cmd, struct secret *out, char *err, size_t errlen);
+int secret_set(struct secret *s, const char *v, size_t len);
 void secret_wipe(struct secret *s);
 const char *secret_status_text(enum secret_status s);

@@ -86,6 +86,7 @@ for n in sendmail mailq newaliases; do
 	fi
 done
 program "$OUTBOX_LIBEXECDIR/outboxd"
+program "$OUTBOX_LIBEXECDIR/outbox-desktop"
 
 echo "--- the installed programs run"
 h=$T/home
@@ -97,6 +98,17 @@ out=$(HOME=$h XDG_DATA_HOME=$h/data XDG_CONFIG_HOME=$h/config XDG_RUNTIME_DIR=$T
 out=$("$D$OUTBOX_BINDIR/outbox" --version 2>&1) || fail "outbox --version failed: $out"
 case $out in "outbox "[0-9]*) ;; *) fail "outbox --version said: $out" ;; esac
 out=$("$D$OUTBOX_LIBEXECDIR/outboxd" --version 2>&1) || fail "outboxd --version failed: $out"
+out=$("$D$OUTBOX_LIBEXECDIR/outbox-desktop" --version 2>&1) || fail "outbox-desktop --version failed: $out"
+"$D$OUTBOX_LIBEXECDIR/outbox-desktop" >/dev/null 2>&1
+rc=$?
+[ "$rc" -eq 64 ] || fail "outbox-desktop without arguments exited $rc, not 64"
+out=$(DBUS_SESSION_BUS_ADDRESS=unix:path=$T/no-bus "$D$OUTBOX_LIBEXECDIR/outbox-desktop" notify test test 2>&1) ||
+	fail "outbox-desktop notify without a session bus failed: $out"
+# outboxd leaves the keyring and notifications to outbox-desktop.
+if command -v ldd >/dev/null; then
+	out=$(ldd "$D$OUTBOX_LIBEXECDIR/outboxd" 2>&1 | grep -E 'lib(secret-1|gio-2\.0|gobject-2\.0)\.')
+	[ -z "$out" ] || fail "outboxd loads libsecret or GIO: $out"
+fi
 
 echo "--- user units"
 for u in outbox.socket outbox.service outbox.timer; do

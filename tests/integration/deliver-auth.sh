@@ -3,7 +3,9 @@
 # burning retries or bouncing, and no further login is tried while held; a
 # 530 in the middle of a session holds too, and nothing is lost or sent
 # twice; 454 backs off for long; password-command supplies the password, and
-# a failing one holds the queue without connecting.
+# a failing one holds the queue without connecting; so does outbox-desktop
+# (here a stand-in beside a copy of outboxd): its exit status and its line of
+# output say why.
 . "${BASH_SOURCE%/*}/lib.sh"
 . "${BASH_SOURCE%/*}/lib-deliver.sh"
 
@@ -126,6 +128,23 @@ expect_od_rc 0
 expect_eq "messages stored" "$(stored)" 1
 expect_empty_queue
 
+check "a password-command with more than 4 KB of output (a pass entry with notes): its first line is the password"
+write_config "account.password-command=echo $PW; seq 5000"
+queue_msg "long password-command output"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored '^Subject: long password-command output')" 1
+expect_empty_queue
+
+check "a password-command gets SIGPIPE back at its default (outboxd ignores it for itself): its pipelines end quietly"
+write_config "account.password-command=echo $PW; seq 100000 | head -n 1 >/dev/null"
+queue_msg "sigpipe"
+od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored '^Subject: sigpipe')" 1
+expect_empty_queue
+grep -q 'Broken pipe' "$T/od.err" && fail "a write to a closed pipe in password-command was an error, not SIGPIPE"
+
 for cmd in "exit 3" "true" "echo $PW; exit 1"; do
 	check "a failing password-command ($cmd) holds the queue without connecting"
 	write_config "account.password-command=$cmd"
@@ -143,5 +162,55 @@ for cmd in "exit 3" "true" "echo $PW; exit 1"; do
 	expect_od_rc 0
 	expect_empty_queue
 done
+
+# outboxd runs the outbox-desktop beside its own executable: a copy of outboxd
+# with a stand-in that records its arguments and answers as told.
+mkdir -p "$T/libexec"
+cp "$OD" "$T/libexec/outboxd"
+helper() {
+	printf '#!/bin/sh\necho "$*" >>%q\n%s\n' "$T/helper.args" "$1" >"$T/libexec/outbox-desktop"
+	chmod 755 "$T/libexec/outbox-desktop"
+	: >"$T/helper.args"
+}
+
+check "the keyring's password from outbox-desktop (password ADDRESS HOST, its first line of output)"
+helper "printf '%s\\n' '$PW'"
+write_config "account.password-command="
+queue_msg "from the helper"
+OD=$T/libexec/outboxd od_once
+expect_od_rc 0
+expect_eq "messages stored" "$(stored '^Subject: from the helper')" 1
+expect_eq "the helper's arguments" "$(cat "$T/helper.args")" "password $ACCOUNT localhost"
+expect_empty_queue
+
+while IFS='|' read -r answer why; do
+	check "outbox-desktop answers \"$answer\": held without connecting; the log says: $why"
+	helper "$answer"
+	queue_msg "no password from the helper"
+	c=$(srv_count '^CONNECT$')
+	OD=$T/libexec/outboxd od_once
+	expect_od_rc 75
+	expect_eq "connections" "$(srv_count '^CONNECT$')" "$c"
+	expect_count 1
+	expect_nothing_decided
+	expect_no_account_hold
+	grep -qF "holding 1 message: $why" "$T/od.err" || fail "the log does not say: $why"
+done <<'EOF'
+echo 'nothing stored (stand-in)'; exit 2|nothing stored (stand-in)
+echo 'locked (stand-in)'; exit 3|locked (stand-in)
+echo 'no service (stand-in)'; exit 4|no service (stand-in)
+echo 'an unknown status'; exit 1|outbox-desktop failed (non-zero exit status)
+exit 0|outbox-desktop failed (no output)
+kill -9 $$|outbox-desktop failed (killed by signal 9)
+EOF
+
+check "an outbox-desktop that cannot be run: held, and the log says so"
+printf '#!/nonexistent/sh\n' >"$T/libexec/outbox-desktop"
+queue_msg "no helper"
+OD=$T/libexec/outboxd od_once
+expect_od_rc 75
+expect_count 1
+grep -qF "holding 1 message: outbox-desktop: cannot run $T/libexec/outbox-desktop" "$T/od.err" ||
+	fail "the log does not say outbox-desktop cannot be run"
 
 finish

@@ -1,6 +1,7 @@
 #!/bin/bash
 # The password from a real Secret Service (gnome-keyring in a private D-Bus
-# session): outbox's own attributes, msmtp's, a missing password, a locked
+# session), which outboxd asks through outbox-desktop and never maps libsecret
+# or GIO itself: outbox's own attributes, msmtp's, a missing password, a locked
 # keyring (held without a prompt, without connecting) and its unlocking; the
 # service waiting on a locked keyring and sending once it is unlocked (within
 # its 30 s recheck) or once the keyring daemon was restarted; no Secret
@@ -49,7 +50,7 @@ gdbus call --session --dest org.freedesktop.secrets --object-path /org/freedeskt
 	--method org.freedesktop.DBus.Properties.Get org.freedesktop.Secret.Service Collections |
 	grep -q "'$LOGIN'" || skip "the keyring has no $LOGIN collection"
 
-# Every method call to the Secret Service and its prompts, to see that outboxd never asks to unlock.
+# Every method call to the Secret Service and its prompts, to see that outbox-desktop never asks to unlock.
 dbus-monitor --session "type='method_call',destination='org.freedesktop.secrets'" \
 	"type='method_call',interface='org.freedesktop.Secret.Prompt'" >"$T/dbus-monitor.log" 2>&1 &
 _od_pids+=("$!")
@@ -68,6 +69,11 @@ expect_eq "AUTH user" "$(json_of 1 auth_user 2>/dev/null)" "\"$ACCOUNT\""
 expect_empty_queue
 l=$(grep -rlF -- "$PW" "$HOME" 2>/dev/null)
 [ -z "$l" ] || fail "the password is in a file under HOME: $l"
+
+check "outboxd maps neither libsecret nor GIO: outbox-desktop, beside it, asks the keyring"
+[ -x "${OD%/*}/outbox-desktop" ] || fail "no outbox-desktop next to $OD"
+l=$(ldd "$OD" | grep -E 'lib(secret-1|gio-2\.0|gobject-2\.0)\.')
+[ -z "$l" ] || fail "outboxd loads $(echo $l)"
 
 check "msmtp's attributes (host, service=smtp, user): delivered"
 secret-tool clear service outbox address "$ACCOUNT" host localhost
@@ -111,9 +117,9 @@ expect_state_lacks '^rcpt	(failed|sent)'
 expect_no_account_hold
 grep -q 'locked' "$T/od.err" || fail "the log does not say the keyring is locked"
 sleep 0.3
-grep -q "member=SearchItems" "$T/dbus-monitor.log" || fail "the D-Bus monitor saw no search by outboxd: it cannot tell whether outboxd prompted"
+grep -q "member=SearchItems" "$T/dbus-monitor.log" || fail "the D-Bus monitor saw no search by outbox-desktop: it cannot tell whether it prompted"
 if grep -qE 'member=(Unlock|Prompt)' "$T/dbus-monitor.log"; then
-	fail "outboxd asked to unlock the keyring: $(grep -E 'member=(Unlock|Prompt)' "$T/dbus-monitor.log" | head -2)"
+	fail "outbox-desktop asked to unlock the keyring: $(grep -E 'member=(Unlock|Prompt)' "$T/dbus-monitor.log" | head -2)"
 fi
 login_locked | grep -q true || fail "the keyring was unlocked behind the user's back"
 # The user unlocks the keyring (a new daemon, unlocked with the login password).
@@ -165,6 +171,15 @@ start_service
 wait_for 10 grep -q 'locked' "$T/svc.err" || fail "the service did not say the keyring is locked"
 sleep 3	# longer than idle-exit: a held queue is not an idle one
 kill -0 "$svc" 2>/dev/null || fail "the service left while mail waits for the keyring"
+# outbox-desktop answered: outboxd mapped nothing of it, and reaped it.
+if maps=$(cat "/proc/$svc/maps" 2>/dev/null) && [ -n "$maps" ]; then
+	l=$(grep -oE 'lib(secret-1|gio-2\.0|gobject-2\.0)\.[^ ]*' <<<"$maps" | sort -u)
+	[ -z "$l" ] || fail "the running outboxd maps $(echo $l)"
+else
+	echo "    (outboxd is not dumpable: its maps are for root to read)"
+fi
+l=$(pgrep -P "$svc")
+[ -z "$l" ] || fail "outboxd has children left while it waits: $(ps -o pid=,stat=,args= -p "$(echo $l | tr ' ' ,)")"
 expect_eq "connections while locked" "$(srv_count '^CONNECT$')" "$c"
 if unlock_login; then
 	login_locked | grep -q false || fail "the keyring did not unlock"

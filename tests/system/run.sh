@@ -367,7 +367,8 @@ DESTDIR=$ROOT "$MESON" install -C "$WORK/build" --no-rebuild --quiet >"$WORK/ins
 	show <"$WORK/install.log"
 	die "meson install into the root filesystem failed"
 }
-for f in usr/bin/outbox usr/bin/outbox-sendmail usr/libexec/outboxd usr/lib/systemd/user/outbox.socket \
+for f in usr/bin/outbox usr/bin/outbox-sendmail usr/libexec/outboxd usr/libexec/outbox-desktop \
+	usr/lib/systemd/user/outbox.socket \
 	usr/lib/systemd/user/outbox.service usr/lib/systemd/user/outbox.timer; do
 	[ -e "$ROOT/$f" ] || die "meson install did not install /$f"
 done
@@ -428,7 +429,8 @@ running) log "   system running" ;;
 degraded) log "   system degraded:"; ct systemctl --failed --no-legend | show ;;
 *) boot_failed "the container did not finish booting: $sysstate" ;;
 esac
-missing=$(ct sh -c 'ldd /usr/bin/outbox /usr/bin/outbox-sendmail /usr/libexec/outboxd | grep "not found"')
+missing=$(ct sh -c 'ldd /usr/bin/outbox /usr/bin/outbox-sendmail /usr/libexec/outboxd /usr/libexec/outbox-desktop |
+	grep "not found"')
 [ -z "$missing" ] || { show <<<"$missing"; die "outbox's libraries are missing in the container"; }
 
 # ---- the test server and the user ----
@@ -723,6 +725,7 @@ for i in $(seq 50); do
 	sleep 0.2
 done
 echo "status-text=$(systemctl --user show outbox.service -p StatusText --value)"
+echo "main-pid=$(systemctl --user show outbox.service -p MainPID --value)"
 outbox status
 outbox queue --json
 '
@@ -738,6 +741,18 @@ elif grep -q '"status":"failed"' <<<"$OUT" || ! grep -q '"status":"queued"' <<<"
 else
 	pass "keyring locked: outbox status says \"keyring locked\", the message waits queued, nothing failed"
 	held=1
+fi
+# The held outboxd asked the keyring through outbox-desktop, in its sandbox.
+if [ "$held" = 1 ]; then
+	main=$(sed -n 's/^main-pid=//p' <<<"$OUT")
+	maps=$(ct cat "/proc/${main:-0}/maps" 2>/dev/null)
+	if [ -z "$maps" ]; then
+		fail "keyring: cannot read the memory map of the held outboxd (PID ${main:-?})"
+	elif grep -qE 'lib(secret-1|gio-2\.0|gobject-2\.0)\.' <<<"$maps"; then
+		fail "keyring: the held outboxd maps $(grep -oE 'lib(secret-1|gio-2\.0|gobject-2\.0)\.[^ ]*' <<<"$maps" | sort -u | tr '\n' ' ')"
+	else
+		pass "keyring locked: the held outboxd learnt it through outbox-desktop and maps neither libsecret nor GIO"
+	fi
 fi
 # Unlocked in any case: other checks' mail waits for it too.
 as_user "$KEYRING_FUNCS"'IFS= read -r kpw; unlock "$kpw"; echo "locked=$(login_locked)"' "$KEYRING_PASSWORD"$'\n'
