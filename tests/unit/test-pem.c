@@ -138,7 +138,8 @@ test_odd_bundles(void)
 
 	buf = read_file(BUNDLE, &len);
 	block = buf ? first_block(buf, len) : NULL;
-	if (!CHECK(block))
+	CHECK(block);
+	if (!block)
 		goto out;
 	CHECK_INT(scan_mem(block, strlen(block), &ref), 1);
 
