@@ -189,7 +189,7 @@ ehlo(struct deliver *d, struct smtp_reply *r)
 	return k;
 }
 
-/* The TLS client (trust, ticket), set up once per outboxd while the first TCP handshake is under way. */
+/* The TLS client (its trust), set up once per outboxd while the first TCP handshake is under way. */
 static void
 tls_setup(void *userdata)
 {

@@ -36,8 +36,6 @@
 #define E_CLOSED 10003
 #define E_LINE 10004
 
-static void ticket_save(struct conn *c);
-
 const char *
 conn_error(int r)
 {
@@ -158,7 +156,6 @@ conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecti
 		return -ENOMEM;
 	}
 	c->fd = -1;
-	c->port = port;
 	c->timeout_ms = timeout_ms;
 	c->host = strdup(host);
 	r = -EHOSTUNREACH;
@@ -213,8 +210,6 @@ struct tls_client {
 	const char *files[2];			/* the bundles to pick from: system, ca-file */
 	size_t n_files;
 	char *ca_file;
-	gnutls_datum_t ticket;			/* to resume a session with ticket_server, once */
-	char *ticket_server;			/* "host:port" */
 };
 
 /* Where distributions keep the bundle of CAs trusted for TLS servers (what GnuTLS's own store reads). */
@@ -236,60 +231,11 @@ tls_system_bundle(void)
 	return NULL;
 }
 
-static void
-ticket_forget(struct tls_client *t)
-{
-	if (t->ticket.data) {
-		explicit_bzero(t->ticket.data, t->ticket.size);
-		gnutls_free(t->ticket.data);
-	}
-	t->ticket.data = NULL;
-	t->ticket.size = 0;
-	free(t->ticket_server);
-	t->ticket_server = NULL;
-}
-
-/* A TLS 1.3 ticket arrived (inside a record read): saved once the read returns. */
-static int
-ticket_hook(gnutls_session_t s, unsigned htype, unsigned when, unsigned incoming, const gnutls_datum_t *msg)
-{
-	struct conn *c = gnutls_session_get_ptr(s);
-
-	if (incoming)
-		c->ticket_new = true;
-	return 0;
-}
-
-/*
- * Keeps what resumes this session, when the server gave it: under TLS 1.3
- * a ticket (never waited for: GnuTLS would block for one), under TLS 1.2 a
- * ticket or the session ID.
- */
-static void
-ticket_save(struct conn *c)
-{
-	struct tls_client *t = c->client;
-	gnutls_datum_t d = { 0 };
-
-	if (gnutls_protocol_get_version(c->tls) == GNUTLS_TLS1_3 &&
-	    !(gnutls_session_get_flags(c->tls) & GNUTLS_SFLAGS_SESSION_TICKET))
-		return;
-	if (gnutls_session_get_data2(c->tls, &d) < 0)
-		return;
-	ticket_forget(t);
-	t->ticket = d;
-	if (asprintf(&t->ticket_server, "%s:%u", c->host, c->port) < 0) {
-		t->ticket_server = NULL;
-		ticket_forget(t);
-	}
-}
-
 void
 tls_client_free(struct tls_client *t)
 {
 	if (!t)
 		return;
-	ticket_forget(t);
 	if (t->cred)
 		gnutls_certificate_free_credentials(t->cred);
 	free(t->ca_file);
@@ -498,21 +444,11 @@ conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errle
 		if (g < 0)
 			goto tls_error;
 	}
+	/* The certificate is verified as soon as it arrives: a bad one ends the handshake. */
 	c->client = client;
 	c->verify_status = GNUTLS_CERT_INVALID;
-	/* A ticket from the last session with this server: resumed, it skips the certificate. Used once. */
-	if (client->ticket.data) {
-		char server[300];
-
-		snprintf(server, sizeof server, "%s:%u", c->host, c->port);
-		if (strcmp(server, client->ticket_server) == 0)
-			(void)gnutls_session_set_data(c->tls, client->ticket.data, client->ticket.size);
-		ticket_forget(client);
-	}
 	gnutls_session_set_ptr(c->tls, c);
 	gnutls_session_set_verify_function(c->tls, verify_peer);
-	gnutls_handshake_set_hook_function(c->tls, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET, GNUTLS_HOOK_POST,
-	                                   ticket_hook);
 	gnutls_transport_set_int(c->tls, c->fd);
 	gnutls_handshake_set_timeout(c->tls, 0);
 
@@ -521,12 +457,8 @@ conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errle
 		int r;
 
 		g = gnutls_handshake(c->tls);
-		if (g == GNUTLS_E_SUCCESS) {
-			/* TLS 1.2 gives what resumes the session with the handshake; 1.3 sends tickets after it. */
-			if (gnutls_protocol_get_version(c->tls) != GNUTLS_TLS1_3)
-				ticket_save(c);
+		if (g == GNUTLS_E_SUCCESS)
 			break;
-		}
 		if (g == GNUTLS_E_AGAIN || g == GNUTLS_E_INTERRUPTED) {
 			r = tls_wait(c, deadline);
 			if (r < 0) {
@@ -562,9 +494,8 @@ conn_tls_description(struct conn *c)
 
 	if (!c->tls)
 		return strdup("no TLS");
-	if (asprintf(&s, "%s with cipher %s%s", gnutls_protocol_get_name(gnutls_protocol_get_version(c->tls)),
-	             gnutls_cipher_get_name(gnutls_cipher_get(c->tls)),
-	             gnutls_session_is_resumed(c->tls) ? ", session resumed" : "") < 0)
+	if (asprintf(&s, "%s with cipher %s", gnutls_protocol_get_name(gnutls_protocol_get_version(c->tls)),
+	             gnutls_cipher_get_name(gnutls_cipher_get(c->tls))) < 0)
 		return NULL;
 	return s;
 }
@@ -670,11 +601,6 @@ fill(struct conn *c)
 				if (r < 0)
 					return r;
 				continue;
-			}
-			/* Taken at once: a session that ends in an error can no longer give it. */
-			if (c->ticket_new) {
-				c->ticket_new = false;
-				ticket_save(c);
 			}
 			if (n == GNUTLS_E_PREMATURE_TERMINATION)
 				return -E_CLOSED;

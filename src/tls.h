@@ -8,11 +8,10 @@
 #include <gnutls/gnutls.h>
 
 /*
- * What the connections of one process share: the certificates trusted (the
- * system CA bundle plus ca-file, read when a server's chain asks for them,
- * and only the issuers that chain names parsed and kept: a whole bundle
- * parsed costs megabytes) and the last session's ticket, with which the
- * next connection to the same server resumes instead of a full handshake.
+ * What the connections of one process share: the certificates trusted, the
+ * system CA bundle plus ca-file, read when a server's chain asks for them;
+ * only the issuers that chain names are parsed and kept (a whole bundle
+ * parsed costs megabytes).
  */
 struct tls_client;
 
@@ -28,9 +27,7 @@ struct conn {
 	char *out;		/* one flight, sent with conn_flush() */
 	size_t out_len, out_cap;
 	size_t bytes_out;
-	unsigned port;
 	struct tls_client *client;	/* once TLS is started */
-	bool ticket_new;	/* a session ticket came with the last read */
 	unsigned verify_status;	/* GnuTLS's verdict on the last certificate, 0 if trusted */
 };
 

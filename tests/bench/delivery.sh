@@ -136,61 +136,6 @@ deliver() {
 		"$(stat_of "$W/srv" connections) $(stat_of "$W/srv" auths) $(stat_of "$W/srv" messages)"
 }
 
-# reconnect SRV_NS CLI_NS SERVER_OPTION...: outboxd --once on N messages to a
-# server that ends each connection after RECONNECT_EVERY messages (421);
-# prints "done_ms connections resumed messages".
-RECONNECT_EVERY=20
-reconnect() {
-	local sns=$1 cns=$2 line
-	shift 2
-	fill_outbox
-	srv_start "$sns" "$W/srv" --conn-messages "$RECONNECT_EVERY" "$@"
-	line=$(in_ns "$cns" "$BT" run -o "$W/outboxd.log" -l "$W/srv/log" -n "$N" -t 300 -- \
-		"$B/src/outboxd" --once)
-	srv_stop
-	[ "$(field status "$line")" = 0 ] && [ "$(stat_of "$W/srv" messages)" = "$N" ] ||
-		note "reconnect $*: the run failed: $line"
-	echo "$(field done_ms "$line") $(stat_of "$W/srv" connections) $(stat_of "$W/srv" tls_resumed)" \
-		"$(stat_of "$W/srv" messages)"
-}
-
-# bench_reconnect LINK SRV_NS CLI_NS RTT_MS: TLS session resumption, with and
-# without tickets from the server, under TLS 1.3 and 1.2.
-bench_reconnect() {
-	local link=$1 sns=$2 cns=$3 rtt=$4 r v out
-	local -A t conns resumed msgs
-	local variants=("1.3 tickets" "1.3 none" "1.2 tickets" "1.2 none")
-	echo "== reconnecting: $N x 10 KB to a server that closes each connection after $RECONNECT_EVERY" \
-		"messages (421), $link, $ROUNDS rounds each, alternating"
-	for r in $(seq "$ROUNDS"); do
-		for v in "${variants[@]}"; do
-			set -- $v
-			local opts=(--tls-max "$1")
-			[ "$2" = none ] && opts+=(--no-tickets)
-			out=$(reconnect "$sns" "$cns" "${opts[@]}")
-			set -- $out
-			t[$v]+="$1 " conns[$v]=$2 resumed[$v]=$3 msgs[$v]=$4
-		done
-	done
-	printf '%-34s %8s %8s %8s %6s %8s %5s %9s
-' "outboxd --once" "min s" "median" "max s" conns resumed msgs \
-		"/ no res."
-	for v in "${variants[@]}"; do
-		set -- $v
-		local name="TLS $1, $([ "$2" = tickets ] && echo "resumed" || echo "full handshakes")" base
-		base=$(stats ${t[$1 none]} | cut -d' ' -f2)
-		set -- $(stats ${t[$v]})
-		printf '%-34s %8.3f %8.3f %8.3f %6s %8s %5s %9s\n' "$name" \
-			"$(awk -v v="$1" 'BEGIN { print v / 1000 }')" "$(awk -v v="$2" 'BEGIN { print v / 1000 }')" \
-			"$(awk -v v="$3" 'BEGIN { print v / 1000 }')" "${conns[$v]}" "${resumed[$v]}" "${msgs[$v]}" \
-			"$(awk -v a="$2" -v b="$base" 'BEGIN { printf "%.2f", a / b }')"
-		echo "reconnect.$link.tls${v// /_}.median_ms=$2" >>"$results"
-	done
-	echo "(\"full handshakes\": the server keeps no sessions and issues no tickets (--no-tickets), so each"
-	echo " connection has a full handshake and outboxd verifies the certificate again)"
-	echo
-}
-
 SA_PID=
 sa_stop() {
 	[ -n "$SA_PID" ] || return 0
@@ -320,7 +265,6 @@ bench_link() {
 	echo "(time: from starting sendmail, or msmtp, to the server's acceptance; Postfix reloaded before"
 	echo " each round so that no smtp process or cached connection is left from the round before)"
 	echo
-	bench_reconnect "$link" "$sns" "$cns" "$rtt"
 }
 
 declare -A PEAK_200

@@ -129,10 +129,6 @@ r=$(ratio "$(get idle.20ms.outbox.median_ms)" "$(get idle.20ms.postfix.median_ms
 goal "one message from idle <= 0.75 x Postfix (20 ms link)" "$(show "$r") x" "$(verdict "$r" '<=' 0.75)"
 r=$(ratio "$(get idle.loopback.outbox.median_ms)" "$(get idle.loopback.postfix.median_ms)")
 goal "one message from idle <= 0.75 x Postfix (loopback)" "$(show "$r") x" "$(verdict "$r" '<=' 0.75)"
-for v in 1.3 1.2; do
-	r=$(ratio "$(get reconnect.20ms.tls${v}_tickets.median_ms)" "$(get reconnect.20ms.tls${v}_none.median_ms)")
-	goal "TLS $v resumption, reconnecting over 20 ms (reference)" "$(show "$r") x full" "-"
-done
 r=$(get memory.rest.outbox.processes)
 goal "no process at rest" "$r processes" "$(verdict "$r" '==' 0)"
 peak=0

@@ -188,7 +188,7 @@ def write_file(path, data, mode=0o644):
     os.replace(tmp, path)
 
 
-def make_ssl_context(cert_dir, tls_max="1.3", tickets=True):
+def make_ssl_context(cert_dir, tls_max="1.3"):
     cert = os.path.join(cert_dir, "server.pem")
     key = os.path.join(cert_dir, "server.key")
 
@@ -197,11 +197,6 @@ def make_ssl_context(cert_dir, tls_max="1.3", tickets=True):
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         if tls_max == "1.2":
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        if not tickets:
-            # TLS 1.3: no NewSessionTicket, so nothing to resume with.  TLS
-            # 1.2: no ticket; the session-ID cache still works (OpenSSL's).
-            ctx.num_tickets = 0
-            ctx.options |= ssl.OP_NO_TICKET
         if seclevel0:
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         ctx.load_cert_chain(cert, key)
@@ -299,7 +294,7 @@ class Server:
         self.cfg = args
         self.lock = threading.Lock()
         self.rules = load_script(args.script) if args.script else []
-        self.ssl_ctx = make_ssl_context(args.cert_dir, args.tls_max, args.tickets) \
+        self.ssl_ctx = make_ssl_context(args.cert_dir, args.tls_max) \
             if args.tls != "none" else None
         self.rng = random.Random(args.seed)
         os.makedirs(args.maildir, exist_ok=True)
@@ -308,8 +303,7 @@ class Server:
         self.conn_no = 0
         self.msg_no = 0
         self.stats = {"connections": 0, "auths": 0, "auth_failures": 0,
-                      "messages": 0, "data_messages": 0, "bdat_messages": 0,
-                      "tls_resumed": 0}
+                      "messages": 0, "data_messages": 0, "bdat_messages": 0}
 
     def log(self, conn, text):
         if self.logf is None:
@@ -548,7 +542,6 @@ class Session:
         self.drop_at = server.drop_point()
         self.events = 0
         self.tls_version = None
-        self.tls_resumed = False
         self.stored_here = 0        # messages stored on this connection
         self.ehlo_name = None
         self.esmtp = False
@@ -676,11 +669,7 @@ class Session:
 
     def start_tls(self):
         self.flush()
-        # Without tickets, a context per connection: no session cache either,
-        # so nothing at all can be resumed (TLS 1.2 would resume by session ID).
-        ctx = self.server.ssl_ctx if self.cfg.tickets else \
-            make_ssl_context(self.cfg.cert_dir, self.cfg.tls_max, False)
-        self.sock = ctx.wrap_socket(
+        self.sock = self.server.ssl_ctx.wrap_socket(
             self.sock, server_side=True, do_handshake_on_connect=False)
         self.reader.sock = self.sock
         try:
@@ -689,10 +678,7 @@ class Session:
             self.log(f"TLS-FAILED {e}")
             raise
         self.tls_version = self.sock.version().replace("TLSv", "TLS")
-        self.tls_resumed = self.sock.session_reused
-        if self.tls_resumed:
-            self.server.count("tls_resumed")
-        self.log(f"TLS {self.tls_version}" + (" resumed" if self.tls_resumed else ""))
+        self.log(f"TLS {self.tls_version}")
 
     def reset_transaction(self):
         self.mail_from = None
@@ -1051,7 +1037,6 @@ class Session:
             "auth_user": self.auth_user,
             "ehlo": self.ehlo_name,
             "tls": self.tls_version,
-            "tls_resumed": self.tls_resumed,
             "via": via,
             "connection": self.conn,
         }
@@ -1166,8 +1151,6 @@ def main():
     s.add_argument("--port-file")
     s.add_argument("--tls", choices=("implicit", "starttls", "none"), default="implicit")
     s.add_argument("--tls-max", choices=("1.2", "1.3"), default="1.3")
-    s.add_argument("--no-tickets", dest="tickets", action="store_false",
-                   help="no session tickets and no session cache: nothing can be resumed")
     s.add_argument("--conn-messages", type=int, default=0,
                    help="after N messages in a connection, MAIL gets 421 and the connection closes")
     s.add_argument("--user")
