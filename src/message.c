@@ -620,11 +620,25 @@ rtoken(const char *v, size_t len, size_t *i, size_t *s, size_t *e)
 	return true;
 }
 
+/* A "[literal]" token: the text inside; one cut short by the end of the field runs to it. */
+static bool
+literal_token_is_local(const char *t, size_t len, const struct localnames *ln)
+{
+	size_t n;
+
+	if (len < 1 || t[0] != '[')
+		return false;
+	n = len - 1;
+	if (n > 0 && t[len - 1] == ']')
+		n--;
+	return literal_is_local(t + 1, n, ln);
+}
+
 static bool
 host_token_is_local(const char *t, size_t len, const struct localnames *ln)
 {
-	if (len >= 2 && t[0] == '[')
-		return literal_is_local(t + 1, len - 2, ln);
+	if (len >= 1 && t[0] == '[')
+		return literal_token_is_local(t, len, ln);
 	return name_is_local(t, len, ln);
 }
 
@@ -672,12 +686,13 @@ received_is_local(const char *v, size_t len, const struct localnames *ln)
 		/* TCP-info: "(name [addr])" after the from host */
 		size_t save = i;
 		if (rtoken(v, len, &i, &s, &e) && v[s] == '(') {
-			size_t ci = s + 1, cend = e - 1, ts, te;
+			/* inside the parentheses; a comment cut short by the end of the field runs to it */
+			size_t ci = s + 1, cend = e > ci && v[e - 1] == ')' ? e - 1 : e, ts, te;
 			bool firstword = true;
 
 			while (rtoken(v, cend, &ci, &ts, &te)) {
 				if (v[ts] == '[') {
-					if (!literal_is_local(v + ts + 1, te - ts - 2, ln))
+					if (!literal_token_is_local(v + ts, te - ts, ln))
 						return false;
 				} else if (firstword && v[ts] != '(' &&
 				           !(te - ts > 5 && strncasecmp(v + ts, "helo=", 5) == 0) &&

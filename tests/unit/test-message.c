@@ -495,13 +495,22 @@ test_received(void)
 		{ "empty", "", false },
 		{ "from without host", " from (comment) by myhost; date", false },
 		{ "from at the end", " from", false },
+		{ "a lone [ ends the TCP-info", " from localhost (localhost [", false },
+		{ "a literal cut short in the TCP-info", " from localhost (localhost [127.0.0.1", true },
+		{ "a literal cut short as from", " from [127.0.0.1", true },
+		{ "found by fuzzing", " z:(Pos[tfix) wi: from [IPv6:::1] ((hel\\: Pos[tfix) wi: from [I", false },
 	};
 	size_t i;
 
 	for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+		/* Exactly its bytes on the heap, no NUL after: a read past the field is caught. */
+		size_t len = strlen(cases[i].value);
+		char *v = xmalloc(len);
+
+		memcpy(v, cases[i].value, len);
 		CASE("received_is_local: %s", cases[i].name);
-		CHECK_INT(received_is_local(cases[i].value, strlen(cases[i].value), &test_ln),
-		          cases[i].local);
+		CHECK_INT(received_is_local(v, len, &test_ln), cases[i].local);
+		free(v);
 	}
 
 	CASE("received_is_local: no local names");
