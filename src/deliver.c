@@ -1768,7 +1768,7 @@ need_secret(struct deliver *d, size_t n_due, struct deliver_result *res)
 	if (d->secret.value)
 		return 0;
 	if (d->cfg->token_command)
-		ss = secret_command(d->cfg->token_command, &d->secret, err, sizeof err);
+		ss = secret_command(d->cfg->token_command, "token-command", &d->secret, err, sizeof err);
 	else
 		ss = secret_lookup(d->cfg, &d->secret, err, sizeof err);
 	if (ss == SECRET_FOUND)

@@ -105,13 +105,13 @@ secret_run(char *const argv[], const char *what, bool from_helper, struct secret
 	return result;
 }
 
-/* password-command / token-command: its first line of output, through /bin/sh. */
+/* password-command or token-command (what names it in errors): its first line of output, through /bin/sh. */
 enum secret_status
-secret_command(const char *cmd, struct secret *out, char *err, size_t errlen)
+secret_command(const char *cmd, const char *what, struct secret *out, char *err, size_t errlen)
 {
 	char *argv[] = { "/bin/sh", "-c", (char *)cmd, NULL };
 
-	return secret_run(argv, "password-command", false, out, err, errlen);
+	return secret_run(argv, what, false, out, err, errlen);
 }
 
 /* The account's password: password-command if set, else the keyring through outbox-desktop. */
@@ -123,7 +123,7 @@ secret_lookup(const struct config *c, struct secret *out, char *err, size_t errl
 	int k;
 
 	if (c->password_command)
-		return secret_command(c->password_command, out, err, errlen);
+		return secret_command(c->password_command, "password-command", out, err, errlen);
 	memset(out, 0, sizeof *out);
 	k = helper_path(path, sizeof path);
 	if (k < 0) {

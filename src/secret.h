@@ -21,7 +21,8 @@ struct secret {
 };
 
 enum secret_status secret_lookup(const struct config *c, struct secret *out, char *err, size_t errlen);
-enum secret_status secret_command(const char *cmd, struct secret *out, char *err, size_t errlen);
+enum secret_status secret_command(const char *cmd, const char *what, struct secret *out, char *err,
+                                  size_t errlen);
 int secret_set(struct secret *s, const char *v, size_t len);
 void secret_wipe(struct secret *s);
 const char *secret_status_text(enum secret_status s);

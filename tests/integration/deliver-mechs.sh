@@ -38,6 +38,18 @@ expect_count 1
 expect_state_lacks $'^rcpt\tfailed'
 stop_server
 
+check "a token-command that fails: nothing sent, the log names token-command"
+rm -f "$Q/account-hold"
+start_server --auth-mechs XOAUTH2
+write_config "account.password-command=" "account.token-command=exit 3"
+queue_msg "token command fails"
+od_once
+expect_eq "messages stored" "$(stored)" 0
+expect_eq "connections" "$(srv_count '^CONNECT$')" 0
+grep -q 'token-command failed' "$T/od.err" || fail "the log does not name token-command: $(cat "$T/od.err")"
+grep -q 'password-command' "$T/od.err" && fail "the log blames password-command for token-command"
+stop_server
+
 check "token-command without XOAUTH2 on the server holds the queue with a clear reason"
 rm -f "$Q/account-hold"
 start_server --auth-mechs "PLAIN LOGIN"
