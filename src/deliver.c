@@ -189,16 +189,6 @@ ehlo(struct deliver *d, struct smtp_reply *r)
 	return k;
 }
 
-/* The TLS client (its trust), set up once per outboxd while the first TCP handshake is under way. */
-static void
-tls_setup(void *userdata)
-{
-	struct deliver *d = userdata;
-
-	if (!d->tls && tls_client_new(&d->tls, d->cfg->ca_file, d->tls_error, sizeof d->tls_error) < 0)
-		d->tls = NULL;
-}
-
 /*
  * Connects, says EHLO, secures (implicit TLS, or STARTTLS which must be
  * offered) and authenticates. The verdict tells the caller what to do with
@@ -216,15 +206,15 @@ session_open(struct deliver *d, char *text, size_t textlen)
 
 	d->connections++;
 	memset(&d->caps, 0, sizeof d->caps);
-	k = conn_open(c->host, c->port, (int)c->timeout * 1000, tls_setup, d, &d->conn, err, sizeof err);
-	if (k < 0) {
-		snprintf(text, textlen, "%s", err[0] ? err : conn_error(k));
+	/* The trust, once per process: ca-file is checked now, the CA bundle read on demand. */
+	if (!d->tls && tls_client_new(&d->tls, c->ca_file, err, sizeof err) < 0) {
+		d->tls = NULL;
+		snprintf(text, textlen, "%s", err);
 		return SMTP_DEFER;
 	}
-	tls_setup(d);		/* when the connection needed no wait */
-	if (!d->tls) {
-		snprintf(text, textlen, "%s", d->tls_error);
-		session_close(d, false);
+	k = conn_open(c->host, c->port, (int)c->timeout * 1000, &d->conn, err, sizeof err);
+	if (k < 0) {
+		snprintf(text, textlen, "%s", err[0] ? err : conn_error(k));
 		return SMTP_DEFER;
 	}
 	if (c->tls == CONFIG_TLS_IMPLICIT) {
@@ -1514,25 +1504,14 @@ closed:
 	 */
 	note_closing(win, &r, stage);
 	k = -ECONNABORTED;
-	if (closing_requeues(d, win) && !recorded) {
-		smtp_reply_clear(&r);
-		free(chunk_error);
-		free(ok);
-		requeue(win, f);
-		flight_free(f);
-		return k;
-	}
-	smtp_reply_clear(&r);
-	free(chunk_error);
-	free(ok);
-	flight_lost(d, f, k, win->closing);
-	flight_free(f);
-	return k;
 lost:
 	smtp_reply_clear(&r);
 	free(chunk_error);
 	free(ok);
-	flight_lost(d, f, k, NULL);
+	if (closing_requeues(d, win) && !recorded)
+		requeue(win, f);
+	else
+		flight_lost(d, f, k, win->closing);	/* closing: NULL unless a 421 ended it */
 	flight_free(f);
 	return k;
 }
@@ -2049,15 +2028,10 @@ static bool
 reservation_in_use(struct queue *q, const char *name)
 {
 	char id[QUEUE_ID_LEN + 1];
-	size_t len = strlen(name);
 	bool busy;
 	int fd;
 
-	if (len != QUEUE_ID_LEN + 5 || name[0] != '.' || strcmp(name + 1 + QUEUE_ID_LEN, ".tmp") != 0)
-		return false;
-	memcpy(id, name + 1, QUEUE_ID_LEN);
-	id[QUEUE_ID_LEN] = '\0';
-	if (!queue_id_valid(id))
+	if (!fs_tmp_target(name, id, sizeof id) || !queue_id_valid(id))
 		return false;
 	fd = openat(q->msgfd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)

@@ -29,7 +29,6 @@ struct deliver {
 	unsigned bounced;	/* bounce reports queued in this pass */
 	bool linger;		/* keep the session open after a run (outboxd) */
 	struct tls_client *tls;	/* trust and the last session's ticket, for every session */
-	char tls_error[300];
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */
 };

@@ -15,7 +15,6 @@
  *
  * Anything else: one line on standard error, exit 64.
  */
-#include <errno.h>
 #include <gio/gio.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,24 +23,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "fs.h"
 #include "helper.h"
 #include "keyring.h"
-
-static int
-write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -errno;
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static int
 password(const char *address, const char *host)
@@ -53,10 +37,10 @@ password(const char *address, const char *host)
 
 	ss = keyring_lookup(address, host, &s, err, sizeof err);
 	if (ss == SECRET_FOUND) {
-		int k = write_all(STDOUT_FILENO, s.value, s.len);
+		int k = fs_write_all(STDOUT_FILENO, s.value, s.len);
 
 		if (k == 0)
-			k = write_all(STDOUT_FILENO, "\n", 1);
+			k = fs_write_all(STDOUT_FILENO, "\n", 1);
 		secret_wipe(&s);
 		return k == 0 ? HELPER_FOUND : EXIT_FAILURE;
 	}

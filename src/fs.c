@@ -111,6 +111,26 @@ out:
 	return r;
 }
 
+/* The temporary sibling of name that fs_replace() writes and fs_reserve() allocates. */
+static int
+tmp_name(char tmp[static NAME_MAX + 1], const char *name)
+{
+	return (size_t)snprintf(tmp, NAME_MAX + 1, ".%s.tmp", name) > NAME_MAX ? -ENAMETOOLONG : 0;
+}
+
+/* The name whose temporary sibling tmp is (".NAME.tmp"), in name; false for any other file. */
+bool
+fs_tmp_target(const char *tmp, char *name, size_t len)
+{
+	size_t n = strlen(tmp);
+
+	if (n < 6 || tmp[0] != '.' || strcmp(tmp + n - 4, ".tmp") != 0 || n - 5 >= len)
+		return false;
+	memcpy(name, tmp + 1, n - 5);
+	name[n - 5] = '\0';
+	return true;
+}
+
 /*
  * The temporary file is not truncated before the write but cut to length
  * after it: the blocks fs_reserve() allocated for it are written over, so a
@@ -122,8 +142,9 @@ fs_replace(int dirfd, const char *name, const void *data, size_t len)
 	char tmp[NAME_MAX + 1];
 	int fd, r;
 
-	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= sizeof tmp)
-		return -ENAMETOOLONG;
+	r = tmp_name(tmp, name);
+	if (r < 0)
+		return r;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -errno;
@@ -155,8 +176,9 @@ fs_reserve(int dirfd, const char *name, size_t len)
 	char tmp[NAME_MAX + 1];
 	int fd, r;
 
-	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) >= sizeof tmp)
-		return -ENAMETOOLONG;
+	r = tmp_name(tmp, name);
+	if (r < 0)
+		return r;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return errno == ENOSPC || errno == EDQUOT ? -errno : 0;
@@ -174,7 +196,7 @@ fs_unreserve(int dirfd, const char *name)
 {
 	char tmp[NAME_MAX + 1];
 
-	if ((size_t)snprintf(tmp, sizeof tmp, ".%s.tmp", name) < sizeof tmp)
+	if (tmp_name(tmp, name) == 0)
 		(void)unlinkat(dirfd, tmp, 0);
 }
 

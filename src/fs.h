@@ -11,6 +11,7 @@ int fs_read_file(int dirfd, const char *name, size_t max, char **out, size_t *ou
 int fs_replace(int dirfd, const char *name, const void *data, size_t len);
 int fs_reserve(int dirfd, const char *name, size_t len);
 void fs_unreserve(int dirfd, const char *name);
+bool fs_tmp_target(const char *tmp, char *name, size_t len);
 int fs_publish(int fromfd, const char *from, int tofd, const char *to);
 int fs_private_dir(int dirfd, const char *name, bool create);
 int fs_mkdir_parents(const char *path);

@@ -189,15 +189,22 @@ queue_id_valid(const char *id)
  * add an envelope line, and no tab, which the state file could not keep
  * (a recipient whose state cannot be found again would be sent again).
  */
+/* A byte below 0x20 or DEL: no envelope value holds one. */
+static bool
+has_control(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+			return true;
+	return false;
+}
+
 bool
 envelope_value_valid(const char *s)
 {
-	if (!s)
-		return false;
-	for (; *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return false;
-	return true;
+	return s && !has_control(s, strlen(s));
 }
 
 void
@@ -270,18 +277,6 @@ set_str(char **dst, const char *s, size_t len)
 	free(*dst);
 	*dst = copy;
 	return 0;
-}
-
-/* A byte below 0x20 or DEL: no envelope value holds one. */
-static bool
-has_control(const char *p, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-			return true;
-	return false;
 }
 
 /*
@@ -755,16 +750,25 @@ addr_eq(const char *a, const char *b)
 	return *a == *b;
 }
 
-/* The recipient's entry, or NULL. */
-const struct queue_rcpt_state *
-queue_state_find(const struct queue_state *st, const char *addr)
+/* The index of the recipient's entry, or n_rcpt when it has none. */
+static size_t
+rcpt_index(const struct queue_state *st, const char *addr)
 {
 	size_t i;
 
 	for (i = 0; i < st->n_rcpt; i++)
 		if (addr_eq(st->rcpt[i].addr, addr))
-			return &st->rcpt[i];
-	return NULL;
+			break;
+	return i;
+}
+
+/* The recipient's entry, or NULL. */
+const struct queue_rcpt_state *
+queue_state_find(const struct queue_state *st, const char *addr)
+{
+	size_t i = rcpt_index(st, addr);
+
+	return i < st->n_rcpt ? &st->rcpt[i] : NULL;
 }
 
 /* The recipient's entry, made as pending when it has none; NULL only without memory. */
@@ -772,11 +776,10 @@ struct queue_rcpt_state *
 queue_state_rcpt(struct queue_state *st, const char *addr)
 {
 	struct queue_rcpt_state *nv;
-	size_t i;
+	size_t i = rcpt_index(st, addr);
 
-	for (i = 0; i < st->n_rcpt; i++)
-		if (addr_eq(st->rcpt[i].addr, addr))
-			return &st->rcpt[i];
+	if (i < st->n_rcpt)
+		return &st->rcpt[i];
 	nv = realloc(st->rcpt, (st->n_rcpt + 1) * sizeof *nv);
 	if (!nv)
 		return NULL;

@@ -81,7 +81,7 @@ wait_fd(int fd, short events, int timeout_ms)
 }
 
 static int
-connect_one(const struct addrinfo *ai, int timeout_ms, void (**hook)(void *), void *arg)
+connect_one(const struct addrinfo *ai, int timeout_ms)
 {
 	int fd, one = 1, err = 0;
 	socklen_t len = sizeof err;
@@ -97,11 +97,6 @@ connect_one(const struct addrinfo *ai, int timeout_ms, void (**hook)(void *), vo
 			r = -errno;
 			close(fd);
 			return r;
-		}
-		/* Work that needs no network (loading the trust store) overlaps the handshake's round trip. */
-		if (*hook) {
-			(*hook)(arg);
-			*hook = NULL;
 		}
 		r = wait_fd(fd, POLLOUT, timeout_ms);
 		if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -136,8 +131,7 @@ conn_free(struct conn *c)
 
 /* TCP to host:port, trying each address (IPv6 and IPv4) until one answers. */
 int
-conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
-          struct conn **out, char *err, size_t errlen)
+conn_open(const char *host, unsigned port, int timeout_ms, struct conn **out, char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG }, *res, *ai;
 	char service[8];
@@ -165,7 +159,7 @@ conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecti
 			: (const void *)&((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
 
 		inet_ntop(ai->ai_family, a, c->peer, sizeof c->peer);
-		r = connect_one(ai, timeout_ms, &while_connecting, arg);
+		r = connect_one(ai, timeout_ms);
 		if (r >= 0) {
 			c->fd = r;
 			break;
@@ -200,11 +194,6 @@ tls_wait(struct conn *c, int64_t deadline)
 	return wait_fd(c->fd, gnutls_record_get_direction(c->tls) ? POLLOUT : POLLIN, left);
 }
 
-/*
- * TLS on the connection (from the first byte for port 465, after STARTTLS
- * on 587). The certificate must chain to the system store or ca-file and
- * name the host; otherwise -E_TLS_VERIFY and nothing is sent.
- */
 struct tls_client {
 	gnutls_certificate_credentials_t cred;	/* the CAs picked so far */
 	const char *files[2];			/* the bundles to pick from: system, ca-file */
@@ -220,8 +209,8 @@ static const char *const system_bundles[] = {
 	"/etc/ssl/cert.pem",			/* Alpine */
 };
 
-const char *
-tls_system_bundle(void)
+static const char *
+system_bundle(void)
 {
 	size_t i;
 
@@ -307,7 +296,7 @@ int
 tls_client_new(struct tls_client **out, const char *ca_file, char *err, size_t errlen)
 {
 	struct tls_client *t;
-	const char *bundle = tls_system_bundle();
+	const char *bundle = system_bundle();
 	int g;
 
 	t = calloc(1, sizeof *t);
@@ -420,6 +409,11 @@ verify_peer(gnutls_session_t s)
 	return status ? GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR : 0;
 }
 
+/*
+ * TLS on the connection (from the first byte for port 465, after STARTTLS
+ * on 587). The certificate must chain to the system store or ca-file and
+ * name the host; otherwise -E_TLS_VERIFY and nothing is sent.
+ */
 int
 conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errlen)
 {

@@ -33,10 +33,7 @@ struct conn {
 
 int tls_client_new(struct tls_client **out, const char *ca_file, char *err, size_t errlen);
 void tls_client_free(struct tls_client *t);
-/* The bundle scanned for issuers: the distribution's, or NULL when GnuTLS's own store is loaded whole. */
-const char *tls_system_bundle(void);
-int conn_open(const char *host, unsigned port, int timeout_ms, void (*while_connecting)(void *), void *arg,
-              struct conn **out, char *err, size_t errlen);
+int conn_open(const char *host, unsigned port, int timeout_ms, struct conn **out, char *err, size_t errlen);
 int conn_starttls(struct conn *c, struct tls_client *client, char *err, size_t errlen);
 void conn_free(struct conn *c);
 int conn_write(struct conn *c, const void *buf, size_t len);

@@ -101,6 +101,39 @@ test_replace_and_read(int dfd)
 	test_case_name[0] = '\0';
 }
 
+/* Room reserved for a replacement: the temporary sibling, allocated, then written over or given back. */
+static void
+test_reserve(int dfd)
+{
+	char name[32], *got = NULL;
+	struct stat st;
+	size_t len = 0;
+
+	CASE("fs_reserve allocates .NAME.tmp, which fs_tmp_target names");
+	CHECK_INT(fs_reserve(dfd, "res", 100000), 0);
+	CHECK_INT(fstatat(dfd, ".res.tmp", &st, 0), 0);
+	CHECK((uint64_t)st.st_blocks * 512 >= 100000);
+	CHECK(fs_tmp_target(".res.tmp", name, sizeof name));
+	CHECK_STR(name, "res");
+	CHECK(!fs_tmp_target("res", name, sizeof name));
+	CHECK(!fs_tmp_target(".res", name, sizeof name));
+	CHECK(!fs_tmp_target(".tmp", name, sizeof name));
+	CHECK(!fs_tmp_target(".a-much-longer-name-than-fits.tmp", name, 8));
+
+	CASE("fs_replace over a reservation: exactly the new bytes, no temporary left");
+	CHECK_INT(fs_replace(dfd, "res", "small", 5), 0);
+	CHECK_INT(fs_read_file(dfd, "res", 1024, &got, &len), 0);
+	CHECK_MEM(got, len, "small", 5);
+	free(got);
+	CHECK(fstatat(dfd, ".res.tmp", &st, 0) < 0);
+
+	CASE("fs_unreserve gives the room back");
+	CHECK_INT(fs_reserve(dfd, "res2", 4096), 0);
+	fs_unreserve(dfd, "res2");
+	CHECK(fstatat(dfd, ".res2.tmp", &st, 0) < 0);
+	test_case_name[0] = '\0';
+}
+
 static void
 test_publish(int dfd)
 {
@@ -238,6 +271,7 @@ main(void)
 	}
 	dfd = open(base, O_RDONLY | O_DIRECTORY);
 	test_replace_and_read(dfd);
+	test_reserve(dfd);
 	test_publish(dfd);
 	test_private_dir(dfd);
 	test_mkdir_parents(base);
