@@ -97,10 +97,7 @@ rm -f "$XDG_DATA_HOME/probe"
 run_full() {
 	local r log
 	for ((r = 1; r <= $1; r++)); do
-		log=$(od_log_file)
-		od_rc=0
-		timeout 60 "$OD" --once >/dev/null 2>"$log" || od_rc=$?
-		[ "$od_rc" -eq 0 ] || [ "$od_rc" -eq 75 ] || fail "outboxd --once exited $od_rc on a full disk: $(tail -n 3 "$log")"
+		od_run "on a full disk"
 		echo "    $2 run $r: exit $od_rc, $(grep -c 'status=sent' "$log") acceptance(s)," \
 			"$(grep -c 'cannot save' "$log") state(s) not saved, $(grep -c 'no room' "$log") 'no room'," \
 			"$(msg_count) message(s) left"
@@ -127,14 +124,7 @@ no_room=$(cat "$ODLOGS"/*.log | grep -c 'no room in the queue')
 
 section "space freed: everything is delivered, exactly once per recipient"
 rm -f "$XDG_DATA_HOME"/fill.*
-for try in $(seq 1 15); do
-	[ "$(msg_count)" -eq 0 ] && break
-	force_due
-	log=$(od_log_file)
-	od_rc=0
-	timeout 60 "$OD" --once >/dev/null 2>"$log" || od_rc=$?
-	[ "$od_rc" -eq 0 ] || [ "$od_rc" -eq 75 ] || fail "outboxd --once exited $od_rc: $(tail -n 3 "$log")"
-done
+drain_queue 15
 expect_empty_queue
 expect_no_tmp
 tally

@@ -60,15 +60,8 @@ for mode in chunking data; do
 	done
 	echo "    $kills kills in $runs runs, $((SECONDS - started)) s; $(msg_count) message(s) left"
 	# Then without kills until the queue is empty.
-	for try in 1 2 3 4 5 6; do
-		[ "$(msg_count)" -eq 0 ] && break
-		force_due
-		runs=$((runs + 1))
-		log=$(od_log_file)
-		od_rc=0
-		timeout 60 "$OD" --once >/dev/null 2>"$log" || od_rc=$?
-		[ "$od_rc" -eq 0 ] || [ "$od_rc" -eq 75 ] || fail "outboxd --once exited $od_rc: $(tail -n 3 "$log")"
-	done
+	drain_queue 6
+	runs=$((runs + DRAIN_RUNS))
 	expect_empty_queue
 	expect_no_tmp
 	# (A killed outboxd may leave a temporary .ID.tmp; the sweep takes those after an hour.)

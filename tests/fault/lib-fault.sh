@@ -75,6 +75,33 @@ od_log_file() {
 	echo "$n"
 }
 
+# od_try: outboxd --once, killed after 60 s; its log in a new od_log_file
+# ($log), its exit status in $od_rc.
+od_try() {
+	log=$(od_log_file)
+	od_rc=0
+	timeout 60 "$OD" --once >/dev/null 2>"$log" || od_rc=$?
+}
+
+# od_run [WHERE]: od_try, which must end cleanly: 0, or 75 with mail waiting.
+od_run() {
+	od_try
+	[ "$od_rc" -eq 0 ] || [ "$od_rc" -eq 75 ] || fail "outboxd --once exited $od_rc${1:+ $1}: $(tail -n 3 "$log")"
+}
+
+# drain_queue MAX: outboxd --once, every message due, until the queue is
+# empty or MAX runs were made; the runs in $DRAIN_RUNS.
+drain_queue() {
+	local try
+	DRAIN_RUNS=0
+	for ((try = 1; try <= $1; try++)); do
+		[ "$(msg_count)" -eq 0 ] && break
+		force_due
+		od_run
+		DRAIN_RUNS=$((DRAIN_RUNS + 1))
+	done
+}
+
 # figures KEY=VALUE... [-- NOTE]: the one line a reader looks for.
 figures() {
 	local line="FIGURES:" note=

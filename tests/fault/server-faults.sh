@@ -36,10 +36,8 @@ fault_case() {
 	write_config "account.ca-file=$certs/ca.pem" "delivery.timeout=${TIMEOUT}s"
 	subj="fault case $cases"
 	fault_msg "$subj" bob@example.com
-	log=$(od_log_file)
 	start=$SECONDS
-	od_rc=0
-	timeout 60 "$OD" --once >/dev/null 2>"$log" || od_rc=$?
+	od_try
 	sed 's/^/    | /' "$log" | cut -c1-220 | tail -n 4
 	now=$(date +%s)
 	[ "$od_rc" -ne 124 ] || fail "outboxd --once hung (killed after 60 s)"

@@ -99,44 +99,39 @@ def gen_certs(args):
     now = datetime.datetime.now(datetime.timezone.utc)
     day = datetime.timedelta(days=1)
 
-    ca_usage = x509.KeyUsage(
-        digital_signature=False, content_commitment=False,
-        key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=True, crl_sign=True,
-        encipher_only=False, decipher_only=False)
+    def ca(subject, key, path_length, issuer=None, signer=None):
+        """A CA certificate: self-signed, or issued by (issuer, signer)."""
+        issuer, signer = (issuer, signer) if signer else (subject, key)
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - day).not_valid_after(now + 365 * day)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=False, content_commitment=False,
+                key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False))
+        if signer is not key:
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                signer.public_key()), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name("outbox test CA")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - day).not_valid_after(now + 365 * day)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(ca_usage, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
-        .sign(ca_key, hashes.SHA256()))
+    ca_cert = ca(ca_name, ca_key, 1)
     chain = []
     if args.intermediate:
         # The server's issuer is an intermediate that the server sends along,
         # as public CAs do; ca.pem holds only the root.
         int_key = ec.generate_private_key(ec.SECP256R1())
         int_name = name("outbox test intermediate")
-        int_cert = (
-            x509.CertificateBuilder()
-            .subject_name(int_name).issuer_name(ca_name)
-            .public_key(int_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - day).not_valid_after(now + 365 * day)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(ca_usage, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(int_key.public_key()),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-        ca_name, ca_key, chain = int_name, int_key, [int_cert]
+        chain = [ca(int_name, int_key, 0, ca_name, ca_key)]
+        ca_name, ca_key = int_name, int_key
 
     if args.weak_key:
         key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
