@@ -17,21 +17,6 @@
 
 #define CONFIG_MAX (1u << 20)
 
-int
-config_default_path(char **out)
-{
-	const char *dir = g_getenv("XDG_CONFIG_HOME");
-	const char *home = g_getenv("HOME");
-
-	if (dir && dir[0] == '/')
-		*out = g_build_filename(dir, "outbox", "config", NULL);
-	else if (home && home[0] == '/')
-		*out = g_build_filename(home, ".config", "outbox", "config", NULL);
-	else
-		*out = g_build_filename(g_get_home_dir(), ".config", "outbox", "config", NULL);
-	return 0;
-}
-
 void
 config_free(struct config *c)
 {

@@ -32,7 +32,6 @@ struct config {
 	size_t n_aliases;
 };
 
-int config_default_path(char **out);
 int config_load(const char *path, struct config **out, char **error);
 void config_free(struct config *c);
 int config_alias(void *config, const char *local, char ***out, size_t *n);

@@ -35,31 +35,6 @@ elapsed_ms(const struct timespec *start)
 }
 
 /*
- * outbox-desktop: next to our own executable (outboxd in libexecdir, or
- * any program of a build tree), else in LIBEXECDIR (the outbox command,
- * installed in bindir).
- */
-int
-helper_path(char *buf, size_t len)
-{
-	char self[PATH_MAX];
-	ssize_t n;
-	char *slash;
-
-	n = readlink("/proc/self/exe", self, sizeof self - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		slash = strrchr(self, '/');
-		if (slash && (size_t)snprintf(buf, len, "%.*s/" HELPER_NAME, (int)(slash - self), self) < len &&
-		    access(buf, X_OK) == 0)
-			return 0;
-	}
-	if ((size_t)snprintf(buf, len, "%s", LIBEXECDIR "/" HELPER_NAME) >= len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
-/*
  * Runs argv[0] (a path, not looked up in PATH) and keeps the first outsize
  * bytes of its output in out (none when out is NULL; the rest is read and
  * dropped, so the child never blocks on a full pipe). 0 with its wait

@@ -18,6 +18,5 @@ enum helper_exit {
 	HELPER_USAGE = 64,		/* EX_USAGE */
 };
 
-int helper_path(char *buf, size_t len);
 int helper_run(char *const argv[], int timeout_ms, char *out, size_t outsize, size_t *outlen,
                int *status);

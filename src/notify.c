@@ -14,6 +14,7 @@
 #include "helper.h"
 #include "log.h"
 #include "notify.h"
+#include "paths.h"
 
 #define NOTIFY_TIMEOUT_MS 5000	/* outbox-desktop's D-Bus call gives up after 2 s */
 
@@ -25,7 +26,7 @@ notify_desktop(const char *summary, const char *body)
 	size_t len;
 	int k, status;
 
-	k = helper_path(path, sizeof path);
+	k = paths_libexec(HELPER_NAME, path, sizeof path);
 	if (k == 0)
 		k = helper_run(argv, NOTIFY_TIMEOUT_MS, NULL, 0, &len, &status);
 	if (k == -ETIMEDOUT)

@@ -31,6 +31,7 @@
 #include "keyring.h"
 #include "log.h"
 #include "message.h"
+#include "paths.h"
 #include "queue.h"
 #include "secret.h"
 #include "view.h"
@@ -76,7 +77,8 @@ load_config(struct config **out, bool allow_missing)
 	char *path, *error = NULL;
 	int r;
 
-	config_default_path(&path);
+	if (paths_config(&path) < 0)
+		return fail(EX_TEMPFAIL, "cannot find the home directory");
 	r = config_load(path, out, &error);
 	if (r == -ENOENT && allow_missing) {
 		*out = NULL;
@@ -100,7 +102,7 @@ open_queue(struct queue **q, bool create)
 	int r;
 
 	*q = NULL;
-	r = queue_default_path(&path);
+	r = paths_queue(&path);
 	if (r < 0)
 		return fail(EX_TEMPFAIL, "cannot find the home directory");
 	r = queue_open(path, create, q);
@@ -1041,7 +1043,8 @@ cmd_setup(int argc, char **argv)
 		else
 			return fail(EX_USAGE, "setup: unknown option %s (see outbox setup --help)", a);
 	}
-	config_default_path(&path);
+	if (paths_config(&path) < 0)
+		return fail(EX_TEMPFAIL, "cannot find the home directory");
 	bool write = access(path, F_OK) < 0;
 
 	if (!write && (address || host || port || tls || ca_file)) {

@@ -29,6 +29,7 @@
 #include "deliver.h"
 #include "doorbell.h"
 #include "log.h"
+#include "paths.h"
 #include "queue.h"
 
 #define KEYRING_RECHECK_MS 30000
@@ -321,13 +322,17 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	dm.sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-	config_default_path(&dm.cfg_path);
+	if (paths_config(&dm.cfg_path) < 0) {
+		log_error("cannot find the home directory");
+		status = EX_CONFIG;
+		goto out;
+	}
 	if (load_config(&dm) < 0) {
 		sd_notifyf(0, "STATUS=configuration error in %s", dm.cfg_path);
 		status = EX_CONFIG;
 		goto out;
 	}
-	r = queue_default_path(&qpath);
+	r = paths_queue(&qpath);
 	if (r >= 0)
 		r = queue_open(qpath, false, &dm.q);
 	if (r == -ENOENT) {

@@ -17,7 +17,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,33 +44,6 @@ struct queue_writer {
 	char *buf;
 	size_t len;
 };
-
-int
-queue_default_path(char **out)
-{
-	const char *data = getenv("XDG_DATA_HOME");
-	const char *home;
-	char *p;
-
-	/* XDG: a relative path is invalid and must be ignored. */
-	if (data && data[0] == '/') {
-		if (asprintf(&p, "%s/outbox", data) < 0)
-			return -ENOMEM;
-	} else {
-		home = getenv("HOME");
-		if (!home || home[0] != '/') {
-			struct passwd *pw = getpwuid(getuid());
-
-			if (!pw || !pw->pw_dir || pw->pw_dir[0] != '/')
-				return -ENOENT;
-			home = pw->pw_dir;
-		}
-		if (asprintf(&p, "%s/.local/share/outbox", home) < 0)
-			return -ENOMEM;
-	}
-	*out = p;
-	return 0;
-}
 
 void
 queue_free(struct queue *q)

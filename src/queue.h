@@ -84,7 +84,6 @@ struct queue_msg {
 
 struct queue_writer;
 
-int queue_default_path(char **out);
 int queue_open(const char *path, bool create, struct queue **out);
 void queue_free(struct queue *q);
 

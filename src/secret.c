@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include "helper.h"
+#include "paths.h"
 #include "secret.h"
 
 #define COMMAND_TIMEOUT_MS 30000
@@ -125,7 +126,7 @@ secret_lookup(const struct config *c, struct secret *out, char *err, size_t errl
 	if (c->password_command)
 		return secret_command(c->password_command, "password-command", out, err, errlen);
 	memset(out, 0, sizeof *out);
-	k = helper_path(path, sizeof path);
+	k = paths_libexec(HELPER_NAME, path, sizeof path);
 	if (k < 0) {
 		snprintf(err, errlen, HELPER_NAME ": %s", strerror(-k));
 		return SECRET_UNAVAILABLE;

@@ -4,10 +4,13 @@
  * own queue. It writes the message into the queue, rings outboxd's doorbell
  * and exits; it never talks to the network, the keyring or the journal.
  * Exit statuses are sysexits(3), as every sendmail caller expects.
+ *
+ * Built twice, as sendmail.h says: everything here is libc only; the two
+ * cases that read a configuration file come from sendmail-front.c or
+ * sendmail-config.c.
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdarg.h>
@@ -18,14 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "config.h"
 #include "doorbell.h"
 #include "message.h"
+#include "paths.h"
 #include "queue.h"
+#include "sendmail.h"
 #include "smtpd.h"
-#include "view.h"
 
-#define SYSTEM_CONFIG SYSCONFDIR "/outbox/config"
 #define HEADER_MAX (1u << 20)	/* -t looks no further for the end of the header section */
 #define CHUNK (64u << 10)
 
@@ -48,10 +50,9 @@ struct opts {
 };
 
 static const char *prog = "sendmail";
+char **sendmail_argv;
 
-static int die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
+void
 die(int status, const char *fmt, ...)
 {
 	va_list ap;
@@ -165,78 +166,43 @@ bad:
 }
 
 /*
- * Run by root (cron, mdadm, smartd): root's own configuration if it has one,
- * else the queue of the user named in /etc/outbox/config [system] deliver-to.
- * Root becomes that user before touching anything in their home, so no path
- * a user controls is ever followed with root's rights.
+ * Root (cron, mdadm, smartd) uses its own configuration if it has one, else
+ * the queue of [system] deliver-to's user. System accounts (below UID 1000)
+ * without a configuration have nobody to read their mail.
  */
-static void
-become_system_recipient(void)
-{
-	char *cfg = NULL, *user = NULL, *error = NULL;
-	struct passwd *pw;
-	char runtime[64];
-	int r;
-
-	config_default_path(&cfg);
-	if (access(cfg, F_OK) == 0) {
-		free(cfg);
-		return;
-	}
-	free(cfg);
-	r = config_load_system(SYSTEM_CONFIG, &user, &error);
-	if (r == -ENOENT || (r == 0 && !user))
-		die(EX_TEMPFAIL, "root has no outbox queue: set [system] deliver-to in %s", SYSTEM_CONFIG);
-	if (r < 0)
-		die(EX_CONFIG, "%s", error);
-	pw = getpwnam(user);
-	if (!pw || pw->pw_uid == 0)
-		die(EX_CONFIG, "%s: [system] deliver-to: no such user: %s", SYSTEM_CONFIG, user);
-	if (setgroups(0, NULL) < 0 || setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0)
-		die(EX_OSERR, "cannot become %s: %s", user, strerror(errno));
-	/* The user's own paths, not root's environment. */
-	setenv("HOME", pw->pw_dir, 1);
-	setenv("USER", pw->pw_name, 1);
-	setenv("LOGNAME", pw->pw_name, 1);
-	unsetenv("XDG_DATA_HOME");
-	unsetenv("XDG_CONFIG_HOME");
-	snprintf(runtime, sizeof runtime, "/run/user/%u", (unsigned)pw->pw_uid);
-	setenv("XDG_RUNTIME_DIR", runtime, 1);
-	free(user);
-}
-
-/* System accounts (below UID 1000) without a configuration have nobody to read their mail. */
 static void
 check_caller(void)
 {
 	char *cfg = NULL;
 	uid_t uid = getuid();
 
-	if (uid == 0) {
-		become_system_recipient();
-		return;
-	}
 	if (uid >= 1000)
 		return;
-	config_default_path(&cfg);
+	if (paths_config(&cfg) < 0)
+		die(EX_TEMPFAIL, "cannot find the home directory");
 	if (access(cfg, F_OK) < 0) {
-		struct passwd *pw = getpwuid(uid);
+		struct passwd *pw;
 
+		if (uid == 0) {
+			free(cfg);
+			sendmail_system_recipient();
+			return;
+		}
+		pw = getpwuid(uid);
 		die(EX_TEMPFAIL, "user %s has no outbox configuration (%s); mail not queued",
 		    pw ? pw->pw_name : "?", cfg);
 	}
 	free(cfg);
 }
 
-static struct queue *
+struct queue *
 open_queue(bool create)
 {
 	struct queue *q;
 	char *path;
 	int r;
 
-	r = queue_default_path(&path);
+	r = paths_queue(&path);
 	if (r < 0)
 		die(EX_TEMPFAIL, "cannot find the home directory: %s", strerror(-r));
 	r = queue_open(path, create, &q);
@@ -609,44 +575,13 @@ smtp_mode(void)
 	queue_free(q);
 }
 
-static void
-list_mode(void)
-{
-	struct config *c = NULL;
-	struct localnames ln;
-	struct view v;
-	char *cfg, *error = NULL;
-	struct queue *q;
-	int r;
-
-	config_default_path(&cfg);
-	r = config_load(cfg, &c, &error);
-	if (r < 0 && r != -ENOENT)
-		die(EX_CONFIG, "%s", error);
-	free(cfg);
-	q = open_queue(false);
-	if (!q) {
-		puts("Mail queue is empty");
-		config_free(c);
-		return;
-	}
-	localnames_init(&ln);
-	r = view_load(q, c, &ln, &v);
-	if (r < 0)
-		die(EX_TEMPFAIL, "queue: %s", strerror(-r));
-	view_print_mailq(&v, stdout);
-	view_clear(&v);
-	localnames_clear(&ln);
-	queue_free(q);
-	config_free(c);
-}
-
 int
 main(int argc, char **argv)
 {
 	struct opts o = { .mode = MODE_DELIVER };
 	const char *base = argv[0] ? strrchr(argv[0], '/') : NULL;
 
+	sendmail_argv = argv;
 	base = base ? base + 1 : argv[0] ? argv[0] : "sendmail";
 	if (strcmp(base, "mailq") == 0) {
 		prog = "mailq";
@@ -669,7 +604,7 @@ main(int argc, char **argv)
 		smtp_mode();
 		break;
 	case MODE_LIST:
-		list_mode();
+		sendmail_list();
 		break;
 	case MODE_ALIASES:
 		/* Aliases live in the configuration file; there is no database to rebuild. */

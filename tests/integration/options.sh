@@ -242,4 +242,30 @@ rc=0
 expect_rc 64
 expect_one_error_line
 
+# sendmail loads libc alone and hands mailq to outbox-sendmail-config, next
+# to it or in LIBEXECDIR. A copy with neither still queues mail.
+check "sendmail links libc alone"
+if command -v ldd >/dev/null; then
+	extra=$(ldd "$SM" | grep -vE '^[[:space:]]*(linux-vdso|/lib.*/ld-linux|lib(c|asan|ubsan|m|gcc_s|stdc\+\+)\.so)')
+	[ -z "$extra" ] || fail "outbox-sendmail loads more than libc: $extra"
+fi
+if [ -e "$OUTBOX_LIBEXECDIR/outbox-sendmail-config" ]; then
+	echo "--- left out: mailq without outbox-sendmail-config (one is installed in $OUTBOX_LIBEXECDIR)"
+else
+	check "mailq with no outbox-sendmail-config to hand over to: exit 75, one line"
+	mkdir -p "$T/alone"
+	cp "$SM" "$T/alone/outbox-sendmail"
+	ln -s outbox-sendmail "$T/alone/mailq"
+	rc=0
+	"$T/alone/mailq" >"$T/out" 2>"$T/err" || rc=$?
+	expect_rc 75
+	expect_one_error_line
+	grep -q "^mailq: cannot run $OUTBOX_LIBEXECDIR/outbox-sendmail-config: " "$T/err" ||
+		fail "the error does not name the program: $(cat "$T/err")"
+	check "a copy of sendmail with no outbox-sendmail-config still queues mail"
+	rc=0
+	"$T/alone/outbox-sendmail" bob@example.org <"$T/in" >"$T/out" 2>"$T/err" || rc=$?
+	expect_ok && expect_count 1
+fi
+
 finish

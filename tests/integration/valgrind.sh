@@ -24,8 +24,9 @@ printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r
 rc=$?
 [ $rc -eq 0 ] || fail "sendmail -bs under valgrind exited $rc: $(head -c 1500 "$T/vg-bs")"
 
-check "mailq under valgrind: clean"
-"${VG[@]}" --log-file="$T/vg-mailq" "$SM" -bp >/dev/null
+# sendmail hands mailq over to its twin by exec: the twin is checked itself.
+check "mailq (outbox-sendmail-config -bp) under valgrind: clean"
+"${VG[@]}" --log-file="$T/vg-mailq" "$(dirname "$SM")/outbox-sendmail-config" -bp >/dev/null
 rc=$?
 [ $rc -eq 0 ] || fail "mailq under valgrind exited $rc: $(head -c 1500 "$T/vg-mailq")"
 

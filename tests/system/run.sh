@@ -429,7 +429,8 @@ running) log "   system running" ;;
 degraded) log "   system degraded:"; ct systemctl --failed --no-legend | show ;;
 *) boot_failed "the container did not finish booting: $sysstate" ;;
 esac
-missing=$(ct sh -c 'ldd /usr/bin/outbox /usr/bin/outbox-sendmail /usr/libexec/outboxd /usr/libexec/outbox-desktop |
+missing=$(ct sh -c 'ldd /usr/bin/outbox /usr/bin/outbox-sendmail /usr/libexec/outbox-sendmail-config \
+	/usr/libexec/outboxd /usr/libexec/outbox-desktop |
 	grep "not found"')
 [ -z "$missing" ] || { show <<<"$missing"; die "outbox's libraries are missing in the container"; }
 
@@ -683,6 +684,12 @@ else
 		/usr/sbin/sendmail someone@example.org"
 	st=$?
 	queued=$(ct sh -c "ls /home/$USER_NAME/.local/share/outbox/msg | wc -l")
+	# mailq: /usr/bin/outbox-sendmail hands over to /usr/libexec/outbox-sendmail-config.
+	mq=$(ct runuser -u "$USER_NAME" -- mailq 2>&1)
+	case $mq in
+	*someone@example.org*) pass "mailq (as $USER_NAME) lists the message waiting for the manager" ;;
+	*) show <<<"$mq"; fail "mailq (as $USER_NAME) does not list the queued message" ;;
+	esac
 	sleep 1
 	if [ "$st" != 0 ] || [ "$queued" -lt 1 ] || has_mail "Subject: down $TOKEN"; then
 		fail "user manager: sendmail without a manager exited $st, queue holds $queued, sent early: $(stored "Subject: down $TOKEN")"

@@ -479,27 +479,6 @@ test_address_valid(void)
 	test_case_name[0] = '\0';
 }
 
-static void
-test_default_path(void)
-{
-	char *p = NULL;
-
-	CASE("default_path: XDG_CONFIG_HOME");
-	setenv("XDG_CONFIG_HOME", "/x/config", 1);
-	setenv("HOME", "/home/u", 1);
-	CHECK_INT(config_default_path(&p), 0);
-	CHECK_STR(p, "/x/config/outbox/config");
-	g_free(p);
-
-	CASE("default_path: a relative XDG_CONFIG_HOME is ignored");
-	setenv("XDG_CONFIG_HOME", "cfg", 1);
-	CHECK_INT(config_default_path(&p), 0);
-	CHECK_STR(p, "/home/u/.config/outbox/config");
-	g_free(p);
-	unsetenv("XDG_CONFIG_HOME");
-	test_case_name[0] = '\0';
-}
-
 int
 main(void)
 {
@@ -517,7 +496,6 @@ main(void)
 	test_system();
 	test_duration();
 	test_address_valid();
-	test_default_path();
 	nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(dir);
 	return test_exit("test-config");

@@ -304,32 +304,6 @@ test_envelope_garbage(void)
 }
 
 static void
-test_default_path(void)
-{
-	char *p = NULL;
-
-	CASE("default_path: XDG_DATA_HOME");
-	setenv("XDG_DATA_HOME", "/x/data", 1);
-	setenv("HOME", "/home/u", 1);
-	CHECK_INT(queue_default_path(&p), 0);
-	CHECK_STR(p, "/x/data/outbox");
-	free(p);
-
-	CASE("default_path: a relative XDG_DATA_HOME is ignored");
-	setenv("XDG_DATA_HOME", "rel/data", 1);
-	CHECK_INT(queue_default_path(&p), 0);
-	CHECK_STR(p, "/home/u/.local/share/outbox");
-	free(p);
-
-	CASE("default_path: HOME");
-	unsetenv("XDG_DATA_HOME");
-	CHECK_INT(queue_default_path(&p), 0);
-	CHECK_STR(p, "/home/u/.local/share/outbox");
-	free(p);
-	test_case_name[0] = '\0';
-}
-
-static void
 test_open(const char *base)
 {
 	struct queue *q = NULL;
@@ -987,7 +961,6 @@ main(void)
 	test_id_valid();
 	test_envelope();
 	test_envelope_garbage();
-	test_default_path();
 	test_open(base);
 	test_state_format();
 	test_state_garbage();
