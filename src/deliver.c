@@ -318,13 +318,24 @@ fail:
 	return SMTP_DEFER;
 }
 
-/* The account-wide hold: written on a credential problem, removed by "outbox login". */
+/*
+ * The account-wide hold: written on a credential problem, removed by
+ * "outbox login"; why quotes the server (NULL: nothing to quote). Once per
+ * run: *held (unless NULL) says it is done, and a second problem adds
+ * nothing.
+ */
 static void
-hold_account(struct deliver *d, const char *why)
+hold_account(struct deliver *d, bool *held, const char *why)
 {
 	char *text = NULL;
 	int n;
 
+	if (held && *held)
+		return;
+	if (held)
+		*held = true;
+	if (!why)
+		why = "authentication required";
 	n = asprintf(&text, "%s; run: outbox login\n", why);
 	if (n > 0)
 		(void)fs_replace(d->q->dirfd, "account-hold", text, (size_t)n);
@@ -747,8 +758,7 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
 		smtp_reply_clear(&r);
 		if (v == SMTP_HOLD) {
-			*hold = true;
-			hold_account(d, text ? text : "authentication required");
+			hold_account(d, hold, text);
 		} else {
 			record_all(d, mc, rcpt, n, v, dsn, text ? text : "?");
 		}
@@ -798,9 +808,7 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 			reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
 			if (v == SMTP_HOLD) {
 				/* A credential problem: the whole queue waits for outbox login. */
-				if (!*hold)
-					hold_account(d, text ? text : "authentication required");
-				*hold = true;
+				hold_account(d, hold, text);
 				v = SMTP_DEFER;
 			}
 			record(d, mc, rcpt[i], v, dsn, text ? text : "?");
@@ -866,9 +874,7 @@ transaction(struct deliver *d, struct msgctx *mc, char **rcpt, size_t n, char **
 		reply_parts(&r, &text, dsn, sizeof dsn, v == SMTP_OK ? NULL : "end of DATA");
 		smtp_reply_clear(&r);
 		if (v == SMTP_HOLD) {
-			if (!*hold)
-				hold_account(d, text ? text : "authentication required");
-			*hold = true;
+			hold_account(d, hold, text);
 			v = SMTP_DEFER;
 		}
 		for (i = 0; i < n; i++)
@@ -1294,6 +1300,7 @@ note_closing(struct window *win, const struct smtp_reply *r, const char *after)
 		reply_parts(r, &win->closing, dsn, sizeof dsn, after);
 }
 
+/* A 421 on a session that delivered: record() sets connections back to 0 at each acceptance. */
 static bool
 closing_requeues(const struct deliver *d, const struct window *win)
 {
@@ -1382,9 +1389,7 @@ flight_collect(struct deliver *d, struct window *win)
 		bad_sequence = true;
 	} else if (v == SMTP_HOLD) {
 		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
-		if (!win->hold)
-			hold_account(d, text ? text : "authentication required");
-		win->hold = true;
+		hold_account(d, &win->hold, text);
 		failed = true;
 	} else if (v != SMTP_OK) {
 		reply_parts(&r, &text, dsn, sizeof dsn, "MAIL FROM");
@@ -1416,13 +1421,10 @@ flight_collect(struct deliver *d, struct window *win)
 				accepted++;
 			} else if (v == SMTP_HOLD) {
 				/* A credential problem: the whole queue waits for outbox login. */
-				if (!win->hold) {
-					reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
-					hold_account(d, text ? text : "authentication required");
-					free(text);
-					text = NULL;
-				}
-				win->hold = true;
+				reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
+				hold_account(d, &win->hold, text);
+				free(text);
+				text = NULL;
 				failed = true;
 			} else if (!win->hold) {
 				reply_parts(&r, &text, dsn, sizeof dsn, "RCPT TO");
@@ -1476,10 +1478,8 @@ flight_collect(struct deliver *d, struct window *win)
 	}
 	if (chunk_error || !accepted)
 		failed = true;
-	if (chunk_v == SMTP_HOLD && !win->hold) {
-		hold_account(d, chunk_error ? chunk_error : "authentication required");
-		win->hold = true;
-	}
+	if (chunk_v == SMTP_HOLD)
+		hold_account(d, &win->hold, chunk_error);
 	if (bad_sequence && !recorded) {
 		requeue(win, f);
 	} else if (recorded) {
@@ -1826,7 +1826,7 @@ run_pass(struct deliver *d, struct deliver_result *res)
 		struct flight *f;
 		enum msg_result mr;
 
-		/* Messages a 503 turned back go again, once, after the others. */
+		/* Messages a 503 or a 421 turned back go again, once, after the others. */
 		if (win.n_requeue && requeued < n_due) {
 			void *nv = realloc(due, (n_total + win.n_requeue) * sizeof *due);
 
@@ -1882,7 +1882,7 @@ run_pass(struct deliver *d, struct deliver_result *res)
 				flight_free(f);	/* defer_all() takes the message's lock */
 			}
 			if (v == SMTP_HOLD) {
-				hold_account(d, err);
+				hold_account(d, NULL, err);
 				res->outcome = DELIVER_HELD_ACCOUNT;
 				snprintf(res->reason, sizeof res->reason, "%s", err);
 				break;

@@ -28,7 +28,7 @@ struct deliver {
 	unsigned sent, deferred, failed;
 	unsigned bounced;	/* bounce reports queued in this pass */
 	bool linger;		/* keep the session open after a run (outboxd) */
-	struct tls_client *tls;	/* trust and the last session's ticket, for every session */
+	struct tls_client *tls;	/* the trust, for every session of this process */
 	char *last_sent;	/* for queue/last: the latest acceptance in this run */
 	char *last_error;	/* and the latest problem */
 };

@@ -620,15 +620,15 @@ rtoken(const char *v, size_t len, size_t *i, size_t *s, size_t *e)
 	return true;
 }
 
-/* A "[literal]" token: the text inside; one cut short by the end of the field runs to it. */
+/*
+ * A "[literal]" token (t[0] is '['): the text inside; one cut short by the
+ * end of the field runs to it.
+ */
 static bool
 literal_token_is_local(const char *t, size_t len, const struct localnames *ln)
 {
-	size_t n;
+	size_t n = len - 1;
 
-	if (len < 1 || t[0] != '[')
-		return false;
-	n = len - 1;
 	if (n > 0 && t[len - 1] == ']')
 		n--;
 	return literal_is_local(t + 1, n, ln);

@@ -158,14 +158,16 @@ pem_each_cert(FILE *f, pem_cert_fn *fn, void *arg)
 			continue;
 		}
 		if (starts_with(line, "-----END ")) {
+			unsigned char *nd;
 			long k;
 
 			inside = false;
-			der = realloc(der, b64_len / 4 * 3 + 3);
-			if (!der) {
+			nd = realloc(der, b64_len / 4 * 3 + 3);
+			if (!nd) {
 				count = -1;
 				break;
 			}
+			der = nd;
 			k = b64_decode(b64, b64_len, der);
 			if (k <= 0)
 				continue;	/* damaged: skipped, as GnuTLS would refuse it */

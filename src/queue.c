@@ -156,11 +156,6 @@ queue_id_valid(const char *id)
 	return id[QUEUE_ID_LEN] == '\0';
 }
 
-/*
- * An envelope address holds no control character: no line break that could
- * add an envelope line, and no tab, which the state file could not keep
- * (a recipient whose state cannot be found again would be sent again).
- */
 /* A byte below 0x20 or DEL: no envelope value holds one. */
 static bool
 has_control(const char *p, size_t len)
@@ -173,6 +168,11 @@ has_control(const char *p, size_t len)
 	return false;
 }
 
+/*
+ * An envelope address holds no control character: no line break that could
+ * add an envelope line, and no tab, which the state file could not keep
+ * (a recipient whose state cannot be found again would be sent again).
+ */
 bool
 envelope_value_valid(const char *s)
 {

@@ -87,6 +87,10 @@ secret_run(char *const argv[], const char *what, bool from_helper, struct secret
 		snprintf(err, errlen, "%s: timed out", what);
 	} else if (k < 0) {
 		snprintf(err, errlen, "%s: cannot run %s: %s", what, argv[0], strerror(-k));
+	} else if (code == 0 && len >= SECRET_MAX) {
+		/* Cut short, it would fail the login and hold the queue for a wrong password. */
+		snprintf(err, errlen, "%s: the first line of its output is longer than %d bytes", what,
+		         SECRET_MAX - 1);
 	} else if (code == 0 && len > 0) {
 		if (secret_set(out, buf, len) == 0)
 			result = SECRET_FOUND;

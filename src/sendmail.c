@@ -307,12 +307,11 @@ static void
 envelope_base(struct envelope *env, const struct opts *o)
 {
 	struct passwd *pw = getpwuid(getuid());
+	char *p;
 
 	memset(env, 0, sizeof *env);
 	env->arrival = (int64_t)time(NULL);
 	env->user = strdup(pw ? pw->pw_name : "unknown");
-	char *p;
-
 	if (o->fullname)
 		env->fullname = strdup(o->fullname);
 	else if (pw && pw->pw_gecos && pw->pw_gecos[0])

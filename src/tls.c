@@ -331,6 +331,7 @@ tls_client_new(struct tls_client **out, const char *ca_file, char *err, size_t e
 		}
 		t->ca_file = strdup(ca_file);
 		if (!t->ca_file) {
+			snprintf(err, errlen, "TLS setup: %s", strerror(ENOMEM));
 			tls_client_free(t);
 			return -ENOMEM;
 		}

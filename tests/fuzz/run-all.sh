@@ -19,7 +19,12 @@ seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(headers wire smtpd reply config state pem)
+if [ ${#targets[@]} -eq 0 ]; then
+	for src in "$here"/fuzz-*.c; do
+		src=${src##*/fuzz-}
+		targets+=("${src%.c}")
+	done
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/outbox-fuzz.XXXXXX") || exit 71
 keep=false

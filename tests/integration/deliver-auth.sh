@@ -145,7 +145,8 @@ expect_eq "messages stored" "$(stored '^Subject: sigpipe')" 1
 expect_empty_queue
 grep -q 'Broken pipe' "$T/od.err" && fail "a write to a closed pipe in password-command was an error, not SIGPIPE"
 
-for cmd in "exit 3" "true" "echo $PW; exit 1"; do
+# (seq -s '' 2000: one line of 6,893 digits, longer than any password.)
+for cmd in "exit 3" "true" "echo $PW; exit 1" "seq -s '' 2000"; do
 	check "a failing password-command ($cmd) holds the queue without connecting"
 	write_config "account.password-command=$cmd"
 	queue_msg "no password"
